@@ -1,0 +1,1152 @@
+# cython: language_level=3
+"""The fast path: clone a container init and set it up in C, then exec.
+
+Python (corert.plan) compiles config.json into a LaunchPlan; `Launcher` copies it into one flat C
+structure (fp_plan, see _fastpath.pxd) *before* clone. After clone the child runs only the nogil C
+functions below: no Python object is touched and nothing is allocated, so the child is safe even when
+the parent process has other threads. Parent and child talk over a SOCK_SEQPACKET socketpair:
+
+    parent: clone3 -> [write id maps, cgroup, oom_score_adj] -> CONTINUE
+    child:  join/unshare namespaces -> mounts -> STAGE_PRE_PIVOT
+    parent: [network, prestart/createRuntime hooks] -> CONTINUE
+    child:  pivot_root -> masks, sysctls, hostname, rlimits, pty -> STAGE_READY (+ pty master fd)
+    child:  block on the exec fifo (until `start`) -> security (caps, uid, no_new_privs, seccomp) -> execve
+
+Any failure in the child is sent back as (step, errno, detail) and becomes one clear error line.
+"""
+
+from libc.stdint cimport uint32_t, uint64_t, int32_t
+from libc.string cimport memset, memcpy, strlen
+from libc.stdlib cimport malloc, free
+from libc.errno cimport errno
+
+
+
+cdef extern from *:
+    """
+    #include <sys/syscall.h>
+    #include <sys/mount.h>
+    #include <sys/prctl.h>
+    #include <sys/ioctl.h>
+    #include <sys/socket.h>
+    #include <sys/stat.h>
+    #include <sys/statvfs.h>
+    #include <sys/resource.h>
+    #include <sys/sysmacros.h>
+    #include <sys/wait.h>
+    #include <sched.h>
+    #include <fcntl.h>
+    #include <unistd.h>
+    #include <time.h>
+    #include <grp.h>
+    #include <signal.h>
+    #include <termios.h>
+    #include <linux/seccomp.h>
+    #include <linux/filter.h>
+    #include <linux/capability.h>
+
+    #ifndef SYS_clone3
+    #define SYS_clone3 435
+    #endif
+    #ifndef SYS_openat2
+    #define SYS_openat2 437
+    #endif
+    #ifndef SYS_close_range
+    #define SYS_close_range 436
+    #endif
+    #ifndef CLONE_PIDFD
+    #define CLONE_PIDFD 0x00001000
+    #endif
+    #ifndef CLONE_INTO_CGROUP
+    #define CLONE_INTO_CGROUP 0x200000000ULL
+    #endif
+    #ifndef CLONE_NEWTIME
+    #define CLONE_NEWTIME 0x00000080
+    #endif
+    #ifndef CLOSE_RANGE_CLOEXEC
+    #define CLOSE_RANGE_CLOEXEC (1U << 2)
+    #endif
+    #ifndef TIOCGPTPEER
+    #define TIOCGPTPEER 0x5441
+    #endif
+    #ifndef PR_CAP_AMBIENT
+    #define PR_CAP_AMBIENT 47
+    #define PR_CAP_AMBIENT_RAISE 2
+    #define PR_CAP_AMBIENT_CLEAR_ALL 4
+    #endif
+    #define FP_RESOLVE_NO_MAGICLINKS 0x02
+    #define FP_RESOLVE_IN_ROOT 0x10
+
+    struct fp_open_how { unsigned long long flags, mode, resolve; };
+    struct fp_clone_args {
+        unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal,
+                           stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+    };
+
+    /* clone3 in fork mode (no new stack): returns 0 in the child, the pid in the parent. Falls back to
+       the classic clone syscall (also fork-like with a NULL stack) where clone3 is missing. */
+    static long fp_clone(unsigned long long flags, int cgroup_fd, int *pidfd_out) {
+        struct fp_clone_args a;
+        memset(&a, 0, sizeof a);
+        a.flags = flags | CLONE_PIDFD;
+        a.pidfd = (unsigned long long)(unsigned long)pidfd_out;
+        a.exit_signal = SIGCHLD;
+        if (cgroup_fd >= 0) { a.flags |= CLONE_INTO_CGROUP; a.cgroup = (unsigned long long)cgroup_fd; }
+        long r = syscall(SYS_clone3, &a, sizeof a);
+        if (r < 0 && errno == ENOSYS && cgroup_fd < 0) {
+            *pidfd_out = -1;
+            r = syscall(SYS_clone, (unsigned long)(flags | SIGCHLD), 0, 0, 0, 0);
+        }
+        return r;
+    }
+
+    static int fp_openat2(int dirfd, const char *path, unsigned long long flags, unsigned long long resolve) {
+        struct fp_open_how how;
+        how.flags = flags; how.mode = 0; how.resolve = resolve;
+        return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    }
+
+    static int fp_send_msg_fd(int sock, const void *buf, size_t len, int fd) {
+        struct msghdr mh; struct iovec iov; char cbuf[CMSG_SPACE(sizeof(int))];
+        memset(&mh, 0, sizeof mh); memset(cbuf, 0, sizeof cbuf);
+        iov.iov_base = (void *)buf; iov.iov_len = len;
+        mh.msg_iov = &iov; mh.msg_iovlen = 1;
+        if (fd >= 0) {
+            mh.msg_control = cbuf; mh.msg_controllen = sizeof cbuf;
+            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+            c->cmsg_level = SOL_SOCKET; c->cmsg_type = SCM_RIGHTS; c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        }
+        return (int)sendmsg(sock, &mh, MSG_NOSIGNAL);
+    }
+
+    /* The parent's receive: one message, and the fd passed with it (or -1). */
+    static ssize_t fp_recv_msg_fd(int sock, void *buf, size_t len, int *fd_out) {
+        struct msghdr mh; struct iovec iov; char cbuf[CMSG_SPACE(sizeof(int))]; ssize_t n;
+        memset(&mh, 0, sizeof mh);
+        iov.iov_base = buf; iov.iov_len = len;
+        mh.msg_iov = &iov; mh.msg_iovlen = 1; mh.msg_control = cbuf; mh.msg_controllen = sizeof cbuf;
+        *fd_out = -1;
+        do { n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+        if (n >= 0) {
+            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+            if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+                memcpy(fd_out, CMSG_DATA(c), sizeof(int));
+        }
+        return n;
+    }
+
+    static int fp_capset(unsigned long long eff, unsigned long long perm, unsigned long long inh) {
+        struct __user_cap_header_struct h; struct __user_cap_data_struct d[2];
+        h.version = _LINUX_CAPABILITY_VERSION_3; h.pid = 0;
+        d[0].effective = (unsigned)eff; d[1].effective = (unsigned)(eff >> 32);
+        d[0].permitted = (unsigned)perm; d[1].permitted = (unsigned)(perm >> 32);
+        d[0].inheritable = (unsigned)inh; d[1].inheritable = (unsigned)(inh >> 32);
+        return (int)syscall(SYS_capset, &h, d);
+    }
+
+    static int fp_seccomp(const unsigned char *bpf, int n) {
+        struct sock_fprog prog;
+        prog.len = (unsigned short)n; prog.filter = (struct sock_filter *)bpf;
+        return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+    }
+
+    static unsigned long long fp_now(void) {
+        struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+        return (unsigned long long)t.tv_sec * 1000000000ULL + (unsigned long long)t.tv_nsec;
+    }
+
+    static int fp_pivot_root(const char *n, const char *o) { return (int)syscall(SYS_pivot_root, n, o); }
+    static int fp_close_range(unsigned int from, unsigned int to) {
+        return (int)syscall(SYS_close_range, from, to, 0);
+    }
+    static int fp_close_range_cloexec(unsigned int from) {
+        return (int)syscall(SYS_close_range, from, ~0U, CLOSE_RANGE_CLOEXEC);
+    }
+    static int fp_setns(int fd, int type) { return (int)syscall(SYS_setns, fd, type); }
+    static int fp_unshare(int flags) { return (int)syscall(SYS_unshare, flags); }
+    static int fp_setresuid(unsigned u) { return (int)syscall(SYS_setresuid, u, u, u); }
+    static int fp_setresgid(unsigned g) { return (int)syscall(SYS_setresgid, g, g, g); }
+    static int fp_setgroups(int n, const unsigned *g) { return (int)syscall(SYS_setgroups, n, g); }
+    static unsigned long fp_statvfs_to_ms(unsigned long f) {
+        /* Flags the kernel locks on a mount in a user namespace: a remount must keep them. */
+        unsigned long ms = 0;
+        if (f & ST_NOSUID) ms |= MS_NOSUID;
+        if (f & ST_NODEV) ms |= MS_NODEV;
+        if (f & ST_NOEXEC) ms |= MS_NOEXEC;
+        if (f & ST_NOATIME) ms |= MS_NOATIME;
+        if (f & ST_NODIRATIME) ms |= MS_NODIRATIME;
+        if (f & ST_RELATIME) ms |= MS_RELATIME;
+        return ms;
+    }
+    static int fp_is_dir_fd(int fd) { struct stat st; if (fstat(fd, &st) < 0) return -1; return S_ISDIR(st.st_mode); }
+    static int fp_locked_flags(int fd, unsigned long *out) {
+        struct statvfs s; if (fstatvfs(fd, &s) < 0) return -1; *out = fp_statvfs_to_ms(s.f_flag); return 0;
+    }
+    static unsigned long long fp_makedev(unsigned maj, unsigned min) { return makedev(maj, min); }
+    #include <net/if.h>
+    /* A new network namespace starts with lo down; runc brings it up, and so do we. */
+    static int fp_loopback_up(void) {
+        struct ifreq ifr; int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), r;
+        if (s < 0) return -1;
+        memset(&ifr, 0, sizeof ifr); memcpy(ifr.ifr_name, "lo", 3);
+        r = ioctl(s, SIOCGIFFLAGS, &ifr);
+        if (r == 0) { ifr.ifr_flags |= IFF_UP | IFF_RUNNING; r = ioctl(s, SIOCSIFFLAGS, &ifr); }
+        close(s);
+        return r;
+    }
+    """
+    long fp_clone(unsigned long long flags, int cgroup_fd, int *pidfd_out) nogil
+    int fp_openat2(int dirfd, const char *path, unsigned long long flags, unsigned long long resolve) nogil
+    int fp_send_msg_fd(int sock, const void *buf, size_t len, int fd) nogil
+    ssize_t fp_recv_msg_fd(int sock, void *buf, size_t len, int *fd_out) nogil
+    int fp_capset(unsigned long long eff, unsigned long long perm, unsigned long long inh) nogil
+    int fp_seccomp(const unsigned char *bpf, int n) nogil
+    unsigned long long fp_now() nogil
+    int fp_pivot_root(const char *n, const char *o) nogil
+    int fp_close_range_cloexec(unsigned int start) nogil
+    int fp_close_range(unsigned int start, unsigned int end) nogil
+    int fp_setns(int fd, int type) nogil
+    int fp_unshare(int flags) nogil
+    int fp_setresuid(unsigned int u) nogil
+    int fp_setresgid(unsigned int g) nogil
+    int fp_setgroups(int n, const unsigned int *g) nogil
+    int fp_is_dir_fd(int fd) nogil
+    int fp_locked_flags(int fd, unsigned long *out) nogil
+    unsigned long long fp_makedev(unsigned int maj, unsigned int mnr) nogil
+    int fp_loopback_up() nogil
+    unsigned long long CLONE_NEWNET
+
+    int FP_RESOLVE_NO_MAGICLINKS, FP_RESOLVE_IN_ROOT
+    int O_PATH, O_CLOEXEC, O_DIRECTORY, O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_NOFOLLOW, O_NOCTTY, O_EXCL
+    int AT_FDCWD, F_GETFD, F_SETFD, FD_CLOEXEC
+    unsigned long MS_BIND, MS_REC, MS_REMOUNT, MS_RDONLY, MS_SLAVE, MS_PRIVATE, MS_MOVE, MS_NOSUID, MS_NODEV, MS_NOEXEC
+    int MNT_DETACH
+    int PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS
+    int PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_CLEAR_ALL
+    int SIGKILL, EEXIST, ENOENT, EINTR, ENOSYS
+    int SOCK_SEQPACKET, SOCK_CLOEXEC, AF_UNIX, MSG_NOSIGNAL
+    unsigned long TIOCSPTLCK, TIOCGPTPEER, TIOCSCTTY
+    unsigned int S_IFCHR
+
+    int c_mount "mount"(const char *src, const char *tgt, const char *fstype, unsigned long flags, const void *data) nogil
+    int umount2(const char *tgt, int flags) nogil
+    int open(const char *path, int flags, ...) nogil
+    int openat(int dirfd, const char *path, int flags, ...) nogil
+    int close(int fd) nogil
+    int mkdirat(int dirfd, const char *path, unsigned int mode) nogil
+    int mknodat(int dirfd, const char *path, unsigned int mode, unsigned long long dev) nogil
+    int symlinkat(const char *target, int dirfd, const char *linkpath) nogil
+    ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n) nogil
+    int fchownat(int dirfd, const char *path, unsigned int uid, unsigned int gid, int flags) nogil
+    int fchmodat(int dirfd, const char *path, unsigned int mode, int flags) nogil
+    int sethostname(const char *name, size_t len) nogil
+    int setdomainname(const char *name, size_t len) nogil
+    int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5) nogil
+    int ioctl(int fd, unsigned long req, ...) nogil
+    int dup2(int a, int b) nogil
+    int setsid() nogil
+    int chdir(const char *path) nogil
+    int fchdir(int fd) nogil
+    int chroot(const char *path) nogil
+    unsigned int umask(unsigned int mask) nogil
+    int execve(const char *path, char **argv, char **envp) nogil
+    int access(const char *path, int mode) nogil
+    void _exit(int code) nogil
+    ssize_t write(int fd, const void *buf, size_t n) nogil
+    ssize_t recv(int fd, void *buf, size_t n, int flags) nogil
+    int fcntl(int fd, int cmd, ...) nogil
+    int socketpair(int domain, int type, int proto, int *sv) nogil
+    int X_OK
+    struct rlimit:
+        unsigned long long rlim_cur
+        unsigned long long rlim_max
+    int setrlimit(int resource, const rlimit *rl) nogil
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Small C helpers for the child (no allocation, async-signal-safe calls only).
+
+cdef size_t fp_strlen(const char *s) noexcept nogil:
+    cdef size_t n = 0
+    while s[n] != 0:
+        n += 1
+    return n
+
+
+cdef void fp_copy(char *dst, const char *src, size_t cap) noexcept nogil:
+    cdef size_t i = 0
+    if src == NULL:
+        dst[0] = 0
+        return
+    while src[i] != 0 and i + 1 < cap:
+        dst[i] = src[i]
+        i += 1
+    dst[i] = 0
+
+
+cdef size_t fp_append(char *dst, size_t at, const char *src, size_t cap) noexcept nogil:
+    cdef size_t i = 0
+    while src[i] != 0 and at + 1 < cap:
+        dst[at] = src[i]
+        at += 1
+        i += 1
+    dst[at] = 0
+    return at
+
+
+cdef size_t fp_append_int(char *dst, size_t at, long v, size_t cap) noexcept nogil:
+    cdef char digits[24]
+    cdef int n = 0
+    if v < 0:
+        if at + 1 < cap:
+            dst[at] = 45  # '-'
+            at += 1
+        v = -v
+    if v == 0:
+        digits[0] = 48
+        n = 1
+    while v > 0 and n < 23:
+        digits[n] = <char>(48 + v % 10)
+        v //= 10
+        n += 1
+    while n > 0 and at + 1 < cap:
+        n -= 1
+        dst[at] = digits[n]
+        at += 1
+    dst[at] = 0
+    return at
+
+
+cdef const char *fd_path(fp_plan *p, int fd, char *buf) noexcept nogil:
+    """/proc/self/fd/N: how a mount reaches a target that was resolved safely as an fd."""
+    cdef size_t at = fp_append(buf, 0, b"/proc/self/fd/", FP_PATH_MAX)
+    fp_append_int(buf, at, fd, FP_PATH_MAX)
+    return buf
+
+
+cdef void stamp(fp_plan *p, int slot) noexcept nogil:
+    p.msg.ts[slot] = fp_now()
+
+
+cdef void fail(fp_plan *p, int step, int err, const char *detail) noexcept nogil:
+    """Report (step, errno, detail) to the parent and die. Never returns."""
+    p.msg.kind = MSG_ERROR
+    p.msg.step = step
+    p.msg.err = err
+    fp_copy(p.msg.text, detail, FP_TEXT_MAX)
+    fp_send_msg_fd(p.sock, &p.msg, sizeof(fp_msg), -1)
+    _exit(1)
+
+
+cdef void send_stage(fp_plan *p, int stage, int fd) noexcept nogil:
+    p.msg.kind = MSG_STAGE
+    p.msg.stage = stage
+    p.msg.err = 0
+    if fp_send_msg_fd(p.sock, &p.msg, sizeof(fp_msg), fd) < 0:
+        _exit(1)
+
+
+cdef void wait_continue(fp_plan *p) noexcept nogil:
+    """Block until the parent says go; a closed socket means the parent gave up: exit quietly."""
+    cdef int32_t kind = 0
+    cdef ssize_t n
+    while True:
+        n = recv(p.sock, &kind, sizeof(kind), 0)
+        if n < 0 and errno == EINTR:
+            continue
+        break
+    if n != sizeof(kind) or kind != MSG_CONTINUE:
+        _exit(1)
+
+
+# Step identifiers reported with errors; STEP_NAMES (below) turns them into words for the message.
+cdef enum:
+    S_SETNS = 1
+    S_USERNS = 2
+    S_UNSHARE = 3
+    S_ROOT_PROPAGATION = 4
+    S_ROOTFS_BIND = 5
+    S_MOUNT_TARGET = 6
+    S_MOUNT = 7
+    S_REMOUNT = 8
+    S_PROPAGATION = 9
+    S_DEVICE = 10
+    S_SYMLINK = 11
+    S_PIVOT = 12
+    S_MASK = 13
+    S_READONLY = 14
+    S_SYSCTL = 15
+    S_HOSTNAME = 16
+    S_RLIMIT = 17
+    S_TERMINAL = 18
+    S_CWD = 19
+    S_EXEC_LOOKUP = 20
+    S_FIFO = 21
+    S_CAPS = 22
+    S_USER = 23
+    S_NNP = 24
+    S_SECCOMP = 25
+    S_EXEC = 26
+    S_STDIO = 27
+    S_LOOPBACK = 28
+
+STEP_NAMES = {
+    S_SETNS: "joining a namespace", S_USERNS: "becoming root in the user namespace",
+    S_UNSHARE: "creating namespaces", S_ROOT_PROPAGATION: "making / private",
+    S_ROOTFS_BIND: "bind-mounting the rootfs", S_MOUNT_TARGET: "resolving a mount target inside the rootfs",
+    S_MOUNT: "mounting", S_REMOUNT: "remounting", S_PROPAGATION: "setting mount propagation",
+    S_DEVICE: "creating a device node", S_SYMLINK: "creating a /dev symlink", S_PIVOT: "pivot_root",
+    S_MASK: "masking a path", S_READONLY: "making a path read-only", S_SYSCTL: "writing a sysctl",
+    S_HOSTNAME: "setting the hostname", S_RLIMIT: "setting an rlimit", S_TERMINAL: "creating the terminal",
+    S_CWD: "changing to the working directory", S_EXEC_LOOKUP: "looking up the executable",
+    S_FIFO: "waiting on the exec fifo", S_CAPS: "setting capabilities", S_USER: "switching user",
+    S_NNP: "setting no_new_privs", S_SECCOMP: "loading the seccomp filter", S_EXEC: "exec",
+    S_STDIO: "setting up stdio", S_LOOPBACK: "bringing up the loopback interface",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Paths inside the rootfs, resolved so that no symlink can lead out of it (CVE-2021-30465 class).
+
+cdef int open_in_root(fp_plan *p, int rootfd, const char *path, int create, int as_file) noexcept nogil:
+    """O_PATH fd of `path` resolved inside rootfd (RESOLVE_IN_ROOT), creating missing components.
+
+    A symlink met on the way is followed inside the root (an absolute target starts again at the root),
+    and a dangling one gets its target created there, as runc's SecureJoin+MkdirAll does: a mount on
+    /a/b where /a -> /host/dir lands on <rootfs>/host/dir/b, never on the host.
+    """
+    cdef int fd = fp_openat2(rootfd, path, O_PATH | O_CLOEXEC, FP_RESOLVE_IN_ROOT | FP_RESOLVE_NO_MAGICLINKS)
+    if fd >= 0 or not create or errno != ENOENT:
+        return fd
+    cdef char *work = p.scratch3      # the path being walked (rewritten when a symlink is followed)
+    cdef char *prefix = p.scratch2    # the components walked so far
+    cdef char *link = p.exec_path     # free until the executable lookup, long after the mounts
+    cdef size_t i, n, start, plen, rest
+    cdef int parent, r, last, hops = 0
+    cdef ssize_t ln
+    fp_copy(work, path, FP_PATH_MAX)
+    while True:
+        n = fp_strlen(work)
+        i = 0
+        prefix[0] = 0
+        fd = -1
+        while i < n:
+            while i < n and work[i] == 47:   # skip '/'
+                i += 1
+            if i >= n:                        # only slashes: the root itself
+                return fp_openat2(rootfd, b"/", O_PATH | O_CLOEXEC, FP_RESOLVE_IN_ROOT)
+            start = i
+            while i < n and work[i] != 47:
+                i += 1
+            last = 1
+            r = <int>i
+            while r < <int>n and work[r] == 47:
+                r += 1
+            if r < <int>n:
+                last = 0
+            if prefix[0] == 0:
+                parent = fp_openat2(rootfd, b"/", O_PATH | O_CLOEXEC, FP_RESOLVE_IN_ROOT)
+            else:
+                parent = fp_openat2(rootfd, prefix, O_PATH | O_CLOEXEC, FP_RESOLVE_IN_ROOT | FP_RESOLVE_NO_MAGICLINKS)
+            if parent < 0:
+                return -1
+            plen = fp_strlen(prefix)
+            if plen + 1 + (i - start) + 1 >= FP_PATH_MAX:
+                close(parent)
+                return -1
+            prefix[plen] = 47
+            memcpy(prefix + plen + 1, work + start, i - start)
+            prefix[plen + 1 + (i - start)] = 0
+            fd = fp_openat2(rootfd, prefix, O_PATH | O_CLOEXEC, FP_RESOLVE_IN_ROOT | FP_RESOLVE_NO_MAGICLINKS)
+            if fd < 0 and errno == ENOENT:
+                # Missing, or a symlink whose target is missing: which one, readlinkat tells.
+                ln = readlinkat(parent, prefix + plen + 1, link, FP_PATH_MAX - 1)
+                if ln > 0:
+                    close(parent)
+                    hops += 1
+                    if hops > 40:
+                        return -1
+                    link[ln] = 0
+                    # new path = (target if absolute else walked-parent/target) + remainder
+                    rest = i
+                    if link[0] != 47:
+                        prefix[plen] = 0
+                        if fp_strlen(prefix) + 1 + <size_t>ln + 1 >= FP_PATH_MAX:
+                            return -1
+                        memcpy(p.scratch, prefix, plen)
+                        p.scratch[plen] = 47
+                        memcpy(p.scratch + plen + 1, link, ln + 1)
+                    else:
+                        memcpy(p.scratch, link, ln + 1)
+                    if fp_strlen(p.scratch) + (n - rest) + 1 >= FP_PATH_MAX:
+                        return -1
+                    fp_append(p.scratch, fp_strlen(p.scratch), work + rest, FP_PATH_MAX)
+                    fp_copy(work, p.scratch, FP_PATH_MAX)
+                    break
+                if last and as_file:
+                    fd = openat(parent, prefix + plen + 1, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o644)
+                    if fd >= 0:
+                        close(fd)
+                elif mkdirat(parent, prefix + plen + 1, 0o755) < 0 and errno != EEXIST:
+                    close(parent)
+                    return -1
+                fd = fp_openat2(rootfd, prefix, O_PATH | O_CLOEXEC, FP_RESOLVE_IN_ROOT | FP_RESOLVE_NO_MAGICLINKS)
+            close(parent)
+            if fd < 0:
+                return -1
+            if last:
+                return fd
+            close(fd)
+            fd = -1
+        else:
+            return fd
+        # a symlink was followed: walk the rewritten path from the start
+
+
+cdef int split_parent(fp_plan *p, int rootfd, const char *path, const char **name) noexcept nogil:
+    """O_PATH fd of the parent directory of `path` inside the root (created if missing); *name = basename."""
+    cdef size_t n = fp_strlen(path)
+    cdef size_t cut = n
+    while cut > 0 and path[cut - 1] != 47:
+        cut -= 1
+    name[0] = path + cut
+    if cut >= FP_PATH_MAX:
+        return -1
+    memcpy(p.scratch, path, cut)
+    p.scratch[cut] = 0
+    if cut == 0 or (cut == 1 and path[0] == 47):
+        return fp_openat2(rootfd, b"/", O_PATH | O_CLOEXEC, FP_RESOLVE_IN_ROOT)
+    # open_in_root uses scratch2, so the parent path in scratch survives
+    return open_in_root(p, rootfd, p.scratch, 1, 0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The child's steps.
+
+cdef void join_and_unshare(fp_plan *p) noexcept nogil:
+    cdef int i
+    for i in range(p.n_join):
+        if fp_setns(p.join_fds[i], p.join_types[i]) < 0:
+            fail(p, S_SETNS, errno, b"")
+        close(p.join_fds[i])
+    if p.unshare_flags != 0 and fp_unshare(p.unshare_flags) < 0:
+        fail(p, S_UNSHARE, errno, b"")
+
+
+cdef void do_mount(fp_plan *p, int rootfd, fp_mount *m) noexcept nogil:
+    cdef int fd = open_in_root(p, rootfd, m.target, 1, m.target_is_file)
+    cdef unsigned long locked = 0
+    cdef int fd2
+    if fd < 0:
+        fail(p, S_MOUNT_TARGET, errno, m.target)
+    if c_mount(m.source, fd_path(p, fd, p.scratch), m.fstype, m.flags, m.data) < 0:
+        fail(p, S_MOUNT, errno, m.target)
+    close(fd)
+    if m.remount_flags == 0 and m.propagation == 0:
+        return
+    # The fd still names the covered directory: resolve again to reach the new mount on top.
+    fd2 = open_in_root(p, rootfd, m.target, 0, 0)
+    if fd2 < 0:
+        fail(p, S_MOUNT_TARGET, errno, m.target)
+    if m.remount_flags != 0:
+        if fp_locked_flags(fd2, &locked) < 0:
+            locked = 0
+        if c_mount(NULL, fd_path(p, fd2, p.scratch), NULL,
+                   MS_REMOUNT | MS_BIND | m.remount_flags | locked, NULL) < 0:
+            fail(p, S_REMOUNT, errno, m.target)
+    if m.propagation != 0:
+        if c_mount(NULL, fd_path(p, fd2, p.scratch), NULL, m.propagation, NULL) < 0:
+            fail(p, S_PROPAGATION, errno, m.target)
+    close(fd2)
+
+
+cdef void make_device(fp_plan *p, int rootfd, fp_device *d) noexcept nogil:
+    cdef const char *name = NULL
+    cdef int parent = split_parent(p, rootfd, d.path, &name)
+    cdef int fd
+    if parent < 0:
+        fail(p, S_DEVICE, errno, d.path)
+    if d.bind_from_host:
+        fd = openat(parent, name, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        if fd >= 0:
+            close(fd)
+        fd = fp_openat2(parent, name, O_PATH | O_CLOEXEC, FP_RESOLVE_IN_ROOT | FP_RESOLVE_NO_MAGICLINKS)
+        if fd < 0 or c_mount(d.path, fd_path(p, fd, p.scratch), NULL, MS_BIND, NULL) < 0:
+            fail(p, S_DEVICE, errno, d.path)
+        close(fd)
+    else:
+        if mknodat(parent, name, d.kind | d.mode, fp_makedev(d.major, d.minor)) < 0 and errno != EEXIST:
+            fail(p, S_DEVICE, errno, d.path)
+        # mknod is filtered by umask: set the exact mode, then the owner.
+        if fchmodat(parent, name, d.mode, 0) < 0 or fchownat(parent, name, d.uid, d.gid, 0x100) < 0:
+            fail(p, S_DEVICE, errno, d.path)
+    close(parent)
+
+
+cdef void make_symlink(fp_plan *p, int rootfd, fp_pair *s) noexcept nogil:
+    cdef const char *name = NULL
+    cdef int parent = split_parent(p, rootfd, s.b, &name)
+    if parent < 0:
+        fail(p, S_SYMLINK, errno, s.b)
+    if symlinkat(s.a, parent, name) < 0 and errno != EEXIST:
+        fail(p, S_SYMLINK, errno, s.b)
+    close(parent)
+
+
+cdef int prepare_rootfs(fp_plan *p) noexcept nogil:
+    """Mounts inside the new mount namespace; returns an O_PATH fd of the (bind-mounted) rootfs."""
+    cdef int i, rootfd
+    cdef unsigned long prop = p.rootfs_propagation
+    if prop == 0:
+        prop = MS_SLAVE | MS_REC
+    # Our mounts must not propagate back to the host.
+    if c_mount(NULL, b"/", NULL, prop, NULL) < 0:
+        fail(p, S_ROOT_PROPAGATION, errno, b"/")
+    if c_mount(p.rootfs, p.rootfs, NULL, MS_BIND | MS_REC, NULL) < 0:
+        fail(p, S_ROOTFS_BIND, errno, p.rootfs)
+    rootfd = open(p.rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC)
+    if rootfd < 0:
+        fail(p, S_ROOTFS_BIND, errno, p.rootfs)
+    for i in range(p.n_mounts):
+        do_mount(p, rootfd, &p.mounts[i])
+    for i in range(p.n_devices):
+        make_device(p, rootfd, &p.devices[i])
+    for i in range(p.n_symlinks):
+        make_symlink(p, rootfd, &p.symlinks[i])
+    return rootfd
+
+
+cdef void pivot(fp_plan *p, int rootfd) noexcept nogil:
+    if fchdir(rootfd) < 0:
+        fail(p, S_PIVOT, errno, p.rootfs)
+    if p.no_pivot:
+        if c_mount(b".", b"/", NULL, MS_MOVE, NULL) < 0 or chroot(b".") < 0:
+            fail(p, S_PIVOT, errno, b"MS_MOVE+chroot")
+    else:
+        # pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves only the new.
+        if fp_pivot_root(b".", b".") < 0:
+            fail(p, S_PIVOT, errno, p.rootfs)
+        if umount2(b".", MNT_DETACH) < 0:
+            fail(p, S_PIVOT, errno, b"detaching the old root")
+    if chdir(b"/") < 0:
+        fail(p, S_PIVOT, errno, b"/")
+    close(rootfd)
+    if p.rootfs_propagation != 0 and c_mount(NULL, b"/", NULL, p.rootfs_propagation, NULL) < 0:
+        fail(p, S_PROPAGATION, errno, b"/")
+
+
+cdef void mask_and_protect(fp_plan *p) noexcept nogil:
+    cdef int i, fd, isdir, fd2
+    cdef unsigned long locked = 0
+    for i in range(p.n_masked):
+        fd = fp_openat2(AT_FDCWD, p.masked[i], O_PATH | O_CLOEXEC, FP_RESOLVE_IN_ROOT | FP_RESOLVE_NO_MAGICLINKS)
+        if fd < 0:
+            if errno == ENOENT:
+                continue
+            fail(p, S_MASK, errno, p.masked[i])
+        isdir = fp_is_dir_fd(fd)
+        if isdir == 1:
+            if c_mount(b"tmpfs", fd_path(p, fd, p.scratch), b"tmpfs", MS_RDONLY, NULL) < 0:
+                fail(p, S_MASK, errno, p.masked[i])
+        elif c_mount(b"/dev/null", fd_path(p, fd, p.scratch), NULL, MS_BIND, NULL) < 0:
+            fail(p, S_MASK, errno, p.masked[i])
+        close(fd)
+    for i in range(p.n_readonly):
+        fd = fp_openat2(AT_FDCWD, p.readonly[i], O_PATH | O_CLOEXEC, FP_RESOLVE_IN_ROOT | FP_RESOLVE_NO_MAGICLINKS)
+        if fd < 0:
+            if errno == ENOENT:
+                continue
+            fail(p, S_READONLY, errno, p.readonly[i])
+        if c_mount(fd_path(p, fd, p.scratch2), fd_path(p, fd, p.scratch), NULL, MS_BIND | MS_REC, NULL) < 0:
+            fail(p, S_READONLY, errno, p.readonly[i])
+        close(fd)
+        fd2 = fp_openat2(AT_FDCWD, p.readonly[i], O_PATH | O_CLOEXEC, FP_RESOLVE_IN_ROOT | FP_RESOLVE_NO_MAGICLINKS)
+        if fd2 < 0 or fp_locked_flags(fd2, &locked) < 0:
+            fail(p, S_READONLY, errno, p.readonly[i])
+        if c_mount(NULL, fd_path(p, fd2, p.scratch), NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | locked, NULL) < 0:
+            fail(p, S_READONLY, errno, p.readonly[i])
+        close(fd2)
+    if p.readonly_rootfs:
+        fd = open(b"/", O_PATH | O_CLOEXEC)
+        if fd < 0 or fp_locked_flags(fd, &locked) < 0:
+            fail(p, S_READONLY, errno, b"/")
+        close(fd)
+        if c_mount(NULL, b"/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | locked, NULL) < 0:
+            fail(p, S_READONLY, errno, b"/")
+
+
+cdef void write_sysctls(fp_plan *p) noexcept nogil:
+    cdef int i, fd
+    cdef size_t n
+    for i in range(p.n_sysctls):
+        fd = open(p.sysctls[i].a, O_WRONLY | O_CLOEXEC)
+        if fd < 0:
+            fail(p, S_SYSCTL, errno, p.sysctls[i].a)
+        n = fp_strlen(p.sysctls[i].b)
+        if write(fd, p.sysctls[i].b, n) != <ssize_t>n:
+            fail(p, S_SYSCTL, errno, p.sysctls[i].a)
+        close(fd)
+
+
+cdef int open_terminal(fp_plan *p) noexcept nogil:
+    """A pty from the container's devpts; the slave becomes stdio and controlling tty, the master is returned."""
+    cdef int unlock = 0
+    cdef int master = open(b"/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
+    cdef int slave
+    if master < 0:
+        fail(p, S_TERMINAL, errno, b"/dev/ptmx")
+    if ioctl(master, TIOCSPTLCK, &unlock) < 0:
+        fail(p, S_TERMINAL, errno, b"unlockpt")
+    slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY)
+    if slave < 0:
+        fail(p, S_TERMINAL, errno, b"TIOCGPTPEER")
+    if ioctl(slave, TIOCSCTTY, 0) < 0:
+        fail(p, S_TERMINAL, errno, b"TIOCSCTTY")
+    if dup2(slave, 0) < 0 or dup2(slave, 1) < 0 or dup2(slave, 2) < 0:
+        fail(p, S_TERMINAL, errno, b"dup2")
+    if slave > 2:
+        close(slave)
+    return master
+
+
+cdef void lookup_executable(fp_plan *p) noexcept nogil:
+    """Resolve argv[0] through PATH now, so a missing command fails `create`, not the later `start`."""
+    cdef const char *cmd = p.argv[0]
+    cdef const char *path = p.path_env
+    cdef size_t i = 0, at
+    cdef int has_slash = 0
+    while cmd[i] != 0:
+        if cmd[i] == 47:
+            has_slash = 1
+        i += 1
+    if has_slash:
+        fp_copy(p.exec_path, cmd, FP_PATH_MAX)
+        if access(p.exec_path, X_OK) < 0:
+            fail(p, S_EXEC_LOOKUP, errno, cmd)
+        return
+    i = 0
+    while True:
+        at = 0
+        while path[i] != 0 and path[i] != 58:   # ':'
+            if at + 1 < FP_PATH_MAX:
+                p.exec_path[at] = path[i]
+                at += 1
+            i += 1
+        if at == 0:
+            p.exec_path[at] = 46   # empty PATH entry = current directory
+            at += 1
+        p.exec_path[at] = 0
+        at = fp_append(p.exec_path, at, b"/", FP_PATH_MAX)
+        fp_append(p.exec_path, at, cmd, FP_PATH_MAX)
+        if access(p.exec_path, X_OK) == 0:
+            return
+        if path[i] == 0:
+            break
+        i += 1
+    fail(p, S_EXEC_LOOKUP, ENOENT, cmd)
+
+
+cdef void wait_for_start(fp_plan *p) noexcept nogil:
+    """Block on the exec fifo until `start` opens it for reading (the create/start split)."""
+    cdef int fd
+    cdef char one = 48
+    fd = open(fd_path(p, p.fifo_fd, p.scratch), O_WRONLY | O_CLOEXEC)
+    if fd < 0:
+        fail(p, S_FIFO, errno, p.exec_fifo)
+    if write(fd, &one, 1) != 1:
+        fail(p, S_FIFO, errno, p.exec_fifo)
+    close(fd)
+    close(p.fifo_fd)
+
+
+cdef void apply_seccomp(fp_plan *p) noexcept nogil:
+    if p.seccomp_len > 0 and fp_seccomp(p.seccomp, p.seccomp_len) < 0:
+        fail(p, S_SECCOMP, errno, b"")
+
+
+cdef void apply_identity_and_caps(fp_plan *p) noexcept nogil:
+    cdef int c
+    if not p.keep_all_caps:
+        # The bounding set can only shrink, and only while we still hold CAP_SETPCAP.
+        for c in range(p.cap_last + 1):
+            if not (p.cap_bounding >> c) & 1:
+                if prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0:
+                    fail(p, S_CAPS, errno, b"bounding set")
+    if p.set_groups and fp_setgroups(p.n_groups, p.groups) < 0:
+        fail(p, S_USER, errno, b"setgroups")
+    if prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0:
+        fail(p, S_USER, errno, b"keepcaps")
+    if fp_setresgid(p.gid) < 0:
+        fail(p, S_USER, errno, b"setresgid")
+    if fp_setresuid(p.uid) < 0:
+        fail(p, S_USER, errno, b"setresuid")
+    prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
+    if not p.keep_all_caps:
+        if fp_capset(p.cap_effective, p.cap_permitted, p.cap_inheritable) < 0:
+            fail(p, S_CAPS, errno, b"capset")
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+        # Like runc: an ambient capability outside permitted & inheritable cannot be raised; skip it.
+        for c in range(p.cap_last + 1):
+            if (p.cap_ambient & p.cap_permitted & p.cap_inheritable) >> c & 1:
+                if prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0:
+                    fail(p, S_CAPS, errno, b"ambient")
+
+
+cdef void close_inherited_fds(fp_plan *p) noexcept nogil:
+    """Close every fd the parent had open except the ones the child needs. Not CLOEXEC: the child holds
+    them until its exec, and an inherited flock or pipe end would otherwise stay alive with it."""
+    cdef int keep[FP_MAX_JOIN + 3]
+    cdef int n = 0, i, j, tmp
+    cdef unsigned int start = 3 + p.preserve_fds
+    keep[n] = p.sock
+    n += 1
+    if p.fifo_fd >= 0:
+        keep[n] = p.fifo_fd
+        n += 1
+    for i in range(p.n_join):
+        keep[n] = p.join_fds[i]
+        n += 1
+    for i in range(1, n):          # insertion sort: n is tiny
+        j = i
+        while j > 0 and keep[j - 1] > keep[j]:
+            tmp = keep[j]
+            keep[j] = keep[j - 1]
+            keep[j - 1] = tmp
+            j -= 1
+    for i in range(n):
+        if keep[i] < <int>start:
+            continue
+        if <unsigned int>keep[i] > start:
+            fp_close_range(start, keep[i] - 1)
+        start = keep[i] + 1
+    fp_close_range(start, 0xFFFFFFFF)
+
+
+cdef void child_main(fp_plan *p) noexcept nogil:
+    cdef int rootfd = -1, master = -1, i
+    stamp(p, T_CLONED)
+    close(p.parent_sock)
+    for i in range(3):
+        if p.stdio[i] >= 0 and p.stdio[i] != i and dup2(p.stdio[i], i) < 0:
+            fail(p, S_STDIO, errno, b"dup2")
+    close_inherited_fds(p)
+    # Until the container is created, dying with the parent is the only safe outcome.
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+    if not p.dumpable:
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+    wait_continue(p)           # the parent wrote uid/gid maps and placed us in our cgroup
+    stamp(p, T_GO)
+    if p.become_root:
+        if fp_setresgid(0) < 0 or fp_setresuid(0) < 0:
+            fail(p, S_USERNS, errno, b"no mapping for uid/gid 0")
+    join_and_unshare(p)
+    if p.clone_flags & CLONE_NEWNET and fp_loopback_up() < 0:
+        fail(p, S_LOOPBACK, errno, b"lo")
+    stamp(p, T_NAMESPACES)
+
+    if p.rootfs != NULL:
+        rootfd = prepare_rootfs(p)
+    stamp(p, T_MOUNTS)
+    send_stage(p, STAGE_PRE_PIVOT, -1)
+    wait_continue(p)
+
+    if rootfd >= 0:
+        pivot(p, rootfd)
+        stamp(p, T_PIVOT)
+        write_sysctls(p)
+        mask_and_protect(p)
+    if p.hostname != NULL and sethostname(p.hostname, fp_strlen(p.hostname)) < 0:
+        fail(p, S_HOSTNAME, errno, p.hostname)
+    if p.domainname != NULL and setdomainname(p.domainname, fp_strlen(p.domainname)) < 0:
+        fail(p, S_HOSTNAME, errno, p.domainname)
+    for i in range(p.n_rlimits):
+        if setrlimit(p.rlimits[i].resource, <rlimit *>&p.rlimits[i].soft) < 0:
+            fail(p, S_RLIMIT, errno, b"")
+    setsid()
+    if p.terminal:
+        master = open_terminal(p)
+    if chdir(p.cwd) < 0:
+        fail(p, S_CWD, errno, p.cwd)
+    lookup_executable(p)
+    stamp(p, T_SETUP)
+
+    # From here the container exists: it must survive the `create` process exiting.
+    prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
+    stamp(p, T_READY)
+    send_stage(p, STAGE_READY, master)
+    if master >= 0:
+        close(master)
+    if p.exec_fifo != NULL:
+        wait_for_start(p)
+    elif p.wait_continue_after_ready:
+        wait_continue(p)
+    stamp(p, T_STARTED)
+
+    # Security last; seccomp goes before the identity switch only when no_new_privs is off, because
+    # without it loading a filter needs CAP_SYS_ADMIN, which the switch drops.
+    if not p.no_new_privs:
+        apply_seccomp(p)
+    apply_identity_and_caps(p)
+    if p.umask_value >= 0:
+        umask(p.umask_value)
+    chdir(p.cwd)               # again as the user: permissions now apply as they will for the process
+    if p.no_new_privs and prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0:
+        fail(p, S_NNP, errno, b"")
+    # Only 0-2 and the preserved fds reach the process (CVE-2024-21626 class).
+    for i in range(3, 3 + p.preserve_fds):
+        fcntl(i, F_SETFD, 0)
+    fp_close_range_cloexec(3 + p.preserve_fds)
+    if p.no_new_privs:
+        apply_seccomp(p)
+    stamp(p, T_SECURITY)
+    execve(p.exec_path, p.argv, p.envp)
+    i = errno
+    fail(p, S_EXEC, i, p.exec_path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Python face: Launcher builds the C plan from a corert.plan_types.LaunchPlan and drives the protocol.
+
+cdef char *keep_bytes(list keep, object value):
+    """A stable char* to a bytes object that `keep` holds alive for the plan's lifetime."""
+    if value is None:
+        return NULL
+    b = bytes(value)
+    if b"\x00" in b:
+        raise ValueError(f"NUL byte in {b!r}")
+    keep.append(b)
+    return <char *>(<bytes>b)
+
+
+cdef char **keep_argv(list keep, list items, list owned):
+    cdef char **arr = <char **>malloc((len(items) + 1) * sizeof(char *))
+    if arr == NULL:
+        raise MemoryError()
+    owned.append(<size_t>arr)
+    for i, item in enumerate(items):
+        arr[i] = keep_bytes(keep, item)
+    arr[len(items)] = NULL
+    return arr
+
+
+cdef void *keep_array(list owned, size_t count, size_t size) except NULL:
+    cdef void *arr = malloc(max(count, 1) * size)
+    if arr == NULL:
+        raise MemoryError()
+    memset(arr, 0, max(count, 1) * size)
+    owned.append(<size_t>arr)
+    return arr
+
+
+TIMESTAMP_NAMES = ("cloned", "go", "namespaces", "mounts", "pivot", "setup", "ready", "started", "security")
+
+
+cdef class Launcher:
+    """Spawns one container process from a LaunchPlan and walks the parent side of the protocol."""
+
+    cdef fp_plan plan
+    cdef list _keep       # bytes objects the plan points into
+    cdef list _owned      # malloc'd arrays
+    cdef public int pid
+    cdef public int pidfd
+    cdef public int sock
+
+    def __cinit__(self):
+        memset(&self.plan, 0, sizeof(fp_plan))
+        self._keep = []
+        self._owned = []
+        self.pid = -1
+        self.pidfd = -1
+        self.sock = -1
+
+    def __init__(self, plan, join_fds=(), dumpable=True, wait_after_ready=False, int fifo_fd=-1):
+        cdef fp_plan *p = &self.plan
+        cdef list keep = self._keep
+        cdef int i
+        p.clone_flags = plan.clone_flags
+        p.unshare_flags = plan.unshare_flags
+        if len(join_fds) > FP_MAX_JOIN:
+            raise ValueError("too many namespaces to join")
+        for i, (nstype, fd) in enumerate(join_fds):
+            p.join_types[i] = nstype
+            p.join_fds[i] = fd
+        p.n_join = len(join_fds)
+        p.cgroup_fd = plan.cgroup_dir_fd
+        p.dumpable = 1 if dumpable else 0
+        p.rootfs = keep_bytes(keep, plan.rootfs) if plan.rootfs else NULL
+        p.rootfs_propagation = plan.rootfs_propagation
+        p.readonly_rootfs = plan.readonly_rootfs
+        p.no_pivot = plan.no_pivot
+
+        p.n_mounts = len(plan.mounts)
+        p.mounts = <fp_mount *>keep_array(self._owned, p.n_mounts, sizeof(fp_mount))
+        for i, m in enumerate(plan.mounts):
+            p.mounts[i].source = keep_bytes(keep, m.source)
+            p.mounts[i].target = keep_bytes(keep, m.target)
+            p.mounts[i].fstype = keep_bytes(keep, m.fstype)
+            p.mounts[i].flags = m.flags
+            p.mounts[i].data = keep_bytes(keep, m.data)
+            p.mounts[i].remount_flags = m.remount_flags
+            p.mounts[i].propagation = m.propagation
+            p.mounts[i].target_is_file = m.target_is_file
+        p.n_devices = len(plan.devices)
+        p.devices = <fp_device *>keep_array(self._owned, p.n_devices, sizeof(fp_device))
+        for i, d in enumerate(plan.devices):
+            p.devices[i].path = keep_bytes(keep, d.path)
+            p.devices[i].kind = d.kind
+            p.devices[i].major = d.major
+            p.devices[i].minor = d.minor
+            p.devices[i].mode = d.mode
+            p.devices[i].uid = d.uid
+            p.devices[i].gid = d.gid
+            p.devices[i].bind_from_host = d.bind_from_host
+        p.n_symlinks = len(plan.symlinks)
+        p.symlinks = <fp_pair *>keep_array(self._owned, p.n_symlinks, sizeof(fp_pair))
+        for i, (target, link) in enumerate(plan.symlinks):
+            p.symlinks[i].a = keep_bytes(keep, target)
+            p.symlinks[i].b = keep_bytes(keep, link)
+        p.n_masked = len(plan.masked_paths)
+        p.masked = <const char **>keep_array(self._owned, p.n_masked, sizeof(char *))
+        for i, path in enumerate(plan.masked_paths):
+            p.masked[i] = keep_bytes(keep, path)
+        p.n_readonly = len(plan.readonly_paths)
+        p.readonly = <const char **>keep_array(self._owned, p.n_readonly, sizeof(char *))
+        for i, path in enumerate(plan.readonly_paths):
+            p.readonly[i] = keep_bytes(keep, path)
+
+        p.hostname = keep_bytes(keep, plan.hostname)
+        p.domainname = keep_bytes(keep, plan.domainname)
+        p.n_sysctls = len(plan.sysctls)
+        p.sysctls = <fp_pair *>keep_array(self._owned, p.n_sysctls, sizeof(fp_pair))
+        for i, (path, value) in enumerate(plan.sysctls):
+            p.sysctls[i].a = keep_bytes(keep, path)
+            p.sysctls[i].b = keep_bytes(keep, value)
+        p.n_rlimits = len(plan.rlimits)
+        p.rlimits = <fp_rlimit *>keep_array(self._owned, p.n_rlimits, sizeof(fp_rlimit))
+        for i, (res, soft, hard) in enumerate(plan.rlimits):
+            p.rlimits[i].resource = res
+            p.rlimits[i].soft = soft
+            p.rlimits[i].hard = hard
+        p.uid = plan.uid
+        p.gid = plan.gid
+        p.n_groups = len(plan.additional_gids)
+        p.groups = <unsigned int *>keep_array(self._owned, p.n_groups, sizeof(unsigned int))
+        for i, g in enumerate(plan.additional_gids):
+            p.groups[i] = g
+        p.set_groups = plan.set_groups
+        p.become_root = plan.become_root
+        p.umask_value = plan.umask
+        p.cwd = keep_bytes(keep, plan.cwd)
+        if not plan.args:
+            raise ValueError("process.args is empty")
+        p.argv = keep_argv(keep, list(plan.args), self._owned)
+        p.envp = keep_argv(keep, list(plan.env), self._owned)
+        path_env = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        for entry in plan.env:
+            if entry.startswith(b"PATH="):
+                path_env = entry[5:]
+        p.path_env = keep_bytes(keep, path_env)
+
+        p.cap_bounding = plan.cap_bounding
+        p.cap_effective = plan.cap_effective
+        p.cap_permitted = plan.cap_permitted
+        p.cap_inheritable = plan.cap_inheritable
+        p.cap_ambient = plan.cap_ambient
+        p.keep_all_caps = plan.keep_all_caps
+        p.cap_last = plan.cap_last
+        p.no_new_privs = plan.no_new_privs
+        if plan.seccomp_bpf:
+            if len(plan.seccomp_bpf) % 8:
+                raise ValueError("seccomp BPF must be a whole number of 8-byte instructions")
+            bpf = bytes(plan.seccomp_bpf)
+            keep.append(bpf)
+            p.seccomp = <const unsigned char *>(<char *>(<bytes>bpf))
+            p.seccomp_len = len(plan.seccomp_bpf) // 8
+        p.terminal = plan.terminal
+        for i in range(3):
+            p.stdio[i] = plan.stdio[i] if plan.stdio else -1
+        p.exec_fifo = keep_bytes(keep, plan.exec_fifo)
+        # The parent opens the fifo (O_PATH): a child in a user namespace may not be able to walk the
+        # state directory, but it may open the fifo itself through /proc/self/fd.
+        p.fifo_fd = fifo_fd
+        p.preserve_fds = plan.preserve_fds
+        p.wait_continue_after_ready = 1 if wait_after_ready else 0
+
+    def spawn(self) -> int:
+        """clone3 the child into its new namespaces; it waits for `proceed()`. Returns the pid."""
+        cdef int sv[2]
+        cdef int pidfd = -1
+        cdef long pid
+        cdef unsigned long long flags = self.plan.clone_flags
+        cdef int cgfd = self.plan.cgroup_fd
+        if socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0:
+            raise OSError(errno, "socketpair")
+        self.plan.sock = sv[1]
+        self.plan.parent_sock = sv[0]
+        with nogil:
+            pid = fp_clone(flags, cgfd, &pidfd)
+            if pid == 0:
+                child_main(&self.plan)
+                _exit(1)
+        err = errno
+        close(sv[1])
+        self.sock = sv[0]
+        if pid < 0:
+            close(sv[0])
+            self.sock = -1
+            raise OSError(err, f"clone3: {__import__('os').strerror(err)}")
+        self.pid = pid
+        self.pidfd = pidfd
+        return pid
+
+    def proceed(self) -> None:
+        """Tell the child to go on to its next step."""
+        cdef int32_t kind = MSG_CONTINUE
+        import os
+        os.write(self.sock, (<char *>&kind)[:sizeof(kind)])
+
+    def wait_stage(self):
+        """Wait for the child's next report: returns (stage, fd or -1); raises ContainerInitError on failure."""
+        cdef fp_msg msg
+        cdef int fd = -1
+        cdef ssize_t n
+        cdef int sock = self.sock
+        with nogil:
+            n = fp_recv_msg_fd(sock, &msg, sizeof(fp_msg), &fd)
+        if n != sizeof(fp_msg):
+            if fd >= 0:
+                close(fd)
+            from corert.errors import ContainerInitError
+            raise ContainerInitError("setup", 0, "the container process exited before it was ready")
+        memcpy(self.plan.msg.ts, msg.ts, sizeof(msg.ts))
+        if msg.kind == MSG_ERROR:
+            from corert.errors import ContainerInitError
+            raise ContainerInitError(STEP_NAMES.get(msg.step, f"step {msg.step}"), msg.err,
+                                     msg.text.decode(errors="replace"))
+        return msg.stage, fd
+
+    def timestamps(self) -> dict:
+        """Per-step monotonic timestamps (ns) the child recorded, for `--trace`."""
+        return {name: self.plan.msg.ts[i] for i, name in enumerate(TIMESTAMP_NAMES) if self.plan.msg.ts[i]}
+
+    def close(self) -> None:
+        if self.sock >= 0:
+            close(self.sock)
+        self.sock = -1
+
+    def __dealloc__(self):
+        for addr in self._owned:
+            free(<void *><size_t>addr)
+        if self.sock >= 0:
+            close(self.sock)
+
+
+
+
+def setns(int fd, int nstype) -> None:
+    """setns(2) for the calling thread (Python 3.11's os module has no setns)."""
+    if fp_setns(fd, nstype) < 0:
+        import os
+        raise OSError(errno, os.strerror(errno))

@@ -1,0 +1,1 @@
+"""Pluggable drivers, one family per folder: storage, cgroups, network, security."""

@@ -1,0 +1,1 @@
+"""Security drivers: capabilities, seccomp (compiled BPF, cached by profile hash), masked/read-only paths."""

@@ -1,0 +1,361 @@
+"""The storage driver interface, and the layer-stack helpers every driver shares.
+
+A layer is a read-only directory in overlayfs form: an OCI whiteout is a character device 0:0 carrying the
+deleted name, an opaque directory carries `trusted.overlay.opaque=y` (or `user.overlay.opaque=y`, the
+kernel's `userxattr` form). Layers are given bottom first and are never written.
+
+The interface classes are plain base classes rather than typing.Protocol: this module sits on the OCI CLI
+hot path (delete tears a rootfs down) and importing typing costs more than the whole verb should.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from corert.errors import ResourceError
+
+# Both spellings are read everywhere: root-made layers use trusted.*, rootless (userxattr) ones user.*.
+OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+
+
+class PreparedRootfs:
+    """A rootfs made by a driver for one container: what the runtime mounts as /, and how to undo it."""
+
+    rootfs: Path
+
+    def state(self) -> dict:
+        """JSON-serialisable description, enough for another process to tear it down (see Driver.load)."""
+        raise NotImplementedError
+
+    def usage(self) -> int:
+        """Bytes written by the container (apparent size of the upper dir / of the full copy)."""
+        raise NotImplementedError
+
+    def changes(self) -> list[tuple[str, str]]:
+        """("A"|"C"|"D", "/path") against the image's merged view, sorted by path, like `docker diff`."""
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Unmount (lazy detach as a fallback) and remove everything prepare made; idempotent."""
+        raise NotImplementedError
+
+
+class StorageDriver:
+    """Turns an image's layer stack into a per-container writable rootfs."""
+
+    name: str = ""
+    rootless: bool = False
+
+    def prepare(self, container_id: str, layers: list[Path], container_dir: Path) -> PreparedRootfs:
+        """Build the rootfs under container_dir; on failure undo everything and raise ResourceError."""
+        raise NotImplementedError
+
+    def load(self, state: dict) -> PreparedRootfs:
+        """Rebuild a PreparedRootfs from PreparedRootfs.state() (typically written by another process)."""
+        raise NotImplementedError
+
+
+# --- layer inspection -------------------------------------------------------------------------------------
+
+def is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def is_opaque(path: str | Path) -> bool:
+    for name in OPAQUE_XATTRS:
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue  # ENODATA, or the fs has no such xattr namespace
+    return False
+
+
+def check_layers(layers: list[Path]) -> list[Path]:
+    """Absolute, existing directories, bottom first; a clear ResourceError otherwise."""
+    if not layers:
+        raise ResourceError("storage: the image has no layers")
+    checked = []
+    for layer in layers:
+        path = Path(os.path.abspath(layer))
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise ResourceError(f"storage: layer {path}: {os.strerror(e.errno)}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise ResourceError(f"storage: layer {path} is not a directory")
+        checked.append(path)
+    return checked
+
+
+def check_no_overlap(layers: list[Path], container_dir: Path) -> None:
+    """A layer inside the container dir (or containing it) would be written to, or copied into itself."""
+    cdir = os.path.realpath(container_dir)
+    for layer in layers:
+        real = os.path.realpath(layer)
+        if real == cdir or real.startswith(cdir + "/") or cdir.startswith(real.rstrip("/") + "/"):
+            raise ResourceError(f"storage: layer {layer} overlaps the container directory {container_dir}")
+
+
+class LayerView:
+    """Read-only lookups in the merged view of a layer stack (what the container sees before any write).
+
+    Directory listings are cached per layer, so looking up every path of a tree costs one scandir per
+    directory per layer rather than one lstat per path per layer.
+    """
+
+    # Entry kinds in a cached listing.
+    DIR, WHITEOUT, OTHER = 0, 1, 2
+
+    def __init__(self, layers: list[Path]) -> None:
+        self.top_first = [str(p) for p in reversed(layers)]
+        self._listings: dict[tuple[int, str], dict[str, int] | None] = {}
+        self._opaque: dict[tuple[int, str], bool] = {}
+
+    def _listing(self, i: int, rel: str) -> dict[str, int] | None:
+        key = (i, rel)
+        if key in self._listings:
+            return self._listings[key]
+        out: dict[str, int] | None = {}
+        try:
+            with os.scandir(os.path.join(self.top_first[i], rel) if rel else self.top_first[i]) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        out[entry.name] = self.DIR
+                    elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                        out[entry.name] = self.OTHER
+                    else:
+                        st = entry.stat(follow_symlinks=False)
+                        out[entry.name] = self.WHITEOUT if is_whiteout(st) else self.OTHER
+        except (FileNotFoundError, NotADirectoryError):
+            out = None
+        self._listings[key] = out
+        return out
+
+    def _is_opaque(self, i: int, rel: str) -> bool:
+        key = (i, rel)
+        if key not in self._opaque:
+            self._opaque[key] = is_opaque(os.path.join(self.top_first[i], rel))
+        return self._opaque[key]
+
+    def lookup(self, rel: str) -> str | None:
+        """Host path of the entry the merged view shows at `rel` ("a/b", no leading slash), or None."""
+        parts = rel.split("/")
+        for i in range(len(self.top_first)):
+            dirrel = ""
+            hidden_below = False  # an opaque ancestor in this layer hides everything further down
+            for depth, part in enumerate(parts):
+                listing = self._listing(i, dirrel)
+                kind = None if listing is None else listing.get(part)
+                if kind is None:
+                    break  # this layer has nothing at this prefix
+                if kind == self.WHITEOUT:
+                    return None
+                childrel = f"{dirrel}/{part}" if dirrel else part
+                if depth == len(parts) - 1:
+                    return os.path.join(self.top_first[i], rel)
+                if kind != self.DIR:
+                    return None  # a non-directory ancestor hides the path in every lower layer
+                if self._is_opaque(i, childrel):
+                    hidden_below = True
+                dirrel = childrel
+            if hidden_below:
+                return None
+        return None
+
+    def listdir(self, rel: str) -> set[str]:
+        """Names the merged view shows inside the directory `rel` ("" for the root)."""
+        names: set[str] = set()
+        for i in range(len(self.top_first)):
+            listing = self._listing(i, rel)
+            if listing:
+                names.update(listing)
+        prefix = f"{rel}/" if rel else ""
+        return {n for n in names if self.lookup(prefix + n) is not None}
+
+
+# --- change lists -----------------------------------------------------------------------------------------
+
+def add_parent_changes(changes: dict[str, str], view: LayerView) -> list[tuple[str, str]]:
+    """Like docker: a directory of the image with anything changed below it is itself reported "C"."""
+    for rel in list(changes):
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in changes:
+            if view.lookup(parent) is not None:
+                changes[parent] = "C"
+            parent = parent.rpartition("/")[0]
+    return [(kind, "/" + rel) for rel, kind in sorted(changes.items())]
+
+
+def tree_usage(root: str | Path) -> int:
+    """Apparent size of a tree, each inode once, directories not counted (docker's SizeRw rule)."""
+    total = 0
+    seen: set[int] = set()
+    stack = [str(root)]
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with it:
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(entry.path)
+                    continue
+                if st.st_nlink > 1:
+                    if st.st_ino in seen:
+                        continue
+                    seen.add(st.st_ino)
+                total += st.st_size
+    return total
+
+
+# --- removal ----------------------------------------------------------------------------------------------
+
+def remove_tree(path: str | Path, *, check_mounts: bool = True) -> None:
+    """rm -rf that never reaches into a mount: a bind mount of a host dir left inside a rootfs has the
+    same st_dev when it comes from the same filesystem, so the mount table is asked first (check_mounts)
+    and, as a second guard, the walk never enters another device.
+
+    Directories the kernel leaves mode 000 (overlay's work/work) are made searchable first.
+    """
+    path = str(path)
+    try:
+        top = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(top.st_mode):
+        os.unlink(path)
+        return
+    if check_mounts:
+        real = os.path.realpath(path)
+        busy = [mp for mp, _, _ in mount_points() if mp == real or mp.startswith(real + "/")]
+        if busy:
+            raise ResourceError(f"storage: refusing to remove {path}: {busy[0]} is still mounted")
+    _remove_dir(path, top.st_dev)
+
+
+def _remove_dir(path: str, dev: int) -> None:
+    try:
+        it = os.scandir(path)
+    except PermissionError:
+        os.chmod(path, 0o700)
+        it = os.scandir(path)
+    with it:
+        entries = list(it)
+    for entry in entries:
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            if st.st_dev != dev:
+                raise ResourceError(f"storage: refusing to remove {entry.path}: another filesystem is mounted there")
+            _remove_dir(entry.path, dev)
+        else:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno == errno.EBUSY:
+            raise ResourceError(f"storage: cannot remove {path}: it is still a mount point") from None
+        raise
+
+
+def remove_created(paths: list[Path]) -> None:
+    """Remove what a prepare made, in reverse order of creation; an empty container dir goes last."""
+    for p in reversed(paths):
+        remove_tree(p)
+
+
+# --- mount table ------------------------------------------------------------------------------------------
+
+def _unescape_mountinfo(field: str) -> str:
+    # The kernel escapes space, tab, newline and backslash as \ooo octal.
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_points() -> list[tuple[str, str, str]]:
+    """(mount point, fs type, super options) of every mount in this process's mount namespace."""
+    result = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            result.append((_unescape_mountinfo(fields[4]), fields[sep + 1], fields[-1]))
+    return result
+
+
+def is_mounted(path: str | Path) -> bool:
+    path = str(path)
+    return any(mp == path for mp, _, _ in mount_points())
+
+
+# --- libc mount calls (ctypes, loaded on first use: no subprocess, no cost for verbs that never mount) ----
+
+MS_BIND = 0x1000
+MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
+
+_libc = None
+
+
+def libc():
+    """The C library, via the already-loaded process image (no find_library: it may spawn ldconfig)."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    """mount(2); raises OSError with the kernel's errno."""
+    import ctypes
+
+    rc = libc().mount(source.encode(), target.encode(), fstype.encode(), ctypes.c_ulong(flags),
+                      data.encode() if data else None)
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), target)
+
+
+def unmount(path: str | Path) -> None:
+    """Unmount every mount stacked on `path`; lazily detach when busy. Not mounted is not an error."""
+    import ctypes
+
+    target = str(path).encode()
+    for _ in range(64):  # bounded: each round removes one stacked mount
+        if not is_mounted(path):
+            return
+        if libc().umount2(target, UMOUNT_NOFOLLOW) == 0:
+            continue
+        e = ctypes.get_errno()
+        if e in (errno.EINVAL, errno.ENOENT):
+            return  # not a mount point (any more): someone else unmounted it
+        if e != errno.EBUSY:
+            raise ResourceError(f"storage: cannot unmount {path}: {os.strerror(e)}")
+        # Busy (a process still has its cwd or a file there): detach now, the kernel frees it later.
+        if libc().umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW) != 0:
+            e = ctypes.get_errno()
+            if e in (errno.EINVAL, errno.ENOENT):
+                return
+            raise ResourceError(f"storage: cannot detach {path}: {os.strerror(e)}")
+    raise ResourceError(f"storage: {path} is still mounted after repeated unmounts")

@@ -1,0 +1,345 @@
+"""FUSE overlay storage driver: start/stop the per-container daemon process and wait for its mount.
+
+Only light stdlib at import time (this module sits on the CLI path of ``corert create``/``delete``); the
+daemon itself (pyfuse3, trio) runs in its own process, ``python -m corert.drivers.storage.fuse``.
+The upper dir it writes is in kernel overlayfs form, so changes()/usage() read it the way the kernel
+overlay driver reads its own.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+from corert.drivers.storage.base import (
+    LayerView,
+    PreparedRootfs,
+    StorageDriver,
+    _unescape_mountinfo,
+    add_parent_changes,
+    check_layers,
+    check_no_overlap,
+    is_opaque,
+    is_whiteout,
+    mount_points,
+    tree_usage,
+    unmount,
+)
+from corert.errors import ResourceError
+
+MOUNT_TIMEOUT = 20.0   # seconds for the daemon to start and mount (a cold interpreter on a busy host)
+STOP_TIMEOUT = 2.0     # seconds between SIGTERM and SIGKILL, and after SIGKILL
+FSNAME = "corert-fuse"
+
+
+# ----- host helpers ----------------------------------------------------------------------------------
+
+def fuse_mount_at(path: str | Path) -> str | None:
+    """The fs type ("fuse") of a corert FUSE mount at path, or None if there is none."""
+    path = str(path)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if (len(fields) >= 5 and len(rfields) >= 2 and rfields[0].startswith("fuse") and rfields[1] == FSNAME
+                and _unescape_mountinfo(fields[4]) == path):
+            return rfields[0]
+    return None
+
+
+def _proc_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks): with the pid it names one process for good.
+    None for a missing process or a zombie (it has stopped serving)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rfind(b")") + 2:].split()
+    if rest[0] == b"Z":
+        return None
+    return int(rest[19])
+
+
+def _alive(pid: int, start_time: int) -> bool:
+    return pid > 0 and _proc_start_time(pid) == start_time
+
+
+def _unmount_fuse(path: Path) -> None:
+    """Unmount the FUSE mount: umount2 as root (lazy if busy), fusermount3 (setuid helper) otherwise."""
+    if os.geteuid() == 0:
+        unmount(path)
+        return
+    import subprocess
+
+    for opt in ("-u", "-uz"):
+        r = subprocess.run(["fusermount3", opt, str(path)], stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True)
+        if r.returncode == 0 or fuse_mount_at(path) is None:
+            return
+    raise ResourceError(f"storage: cannot unmount {path}: {r.stderr.strip() or 'fusermount3 failed'}")
+
+
+def _stop(pid: int, start_time: int) -> None:
+    """SIGTERM the daemon, SIGKILL it if it lingers. Never signals a recycled pid (start time check)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _alive(pid, start_time):
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            if not _alive(pid, start_time):
+                return
+            time.sleep(0.01)
+    if _alive(pid, start_time):
+        raise ResourceError(f"storage: FUSE daemon {pid} does not exit")
+
+
+def _remove(path: Path) -> None:
+    """rm -rf of a dir we made; also read-only dirs a rootless daemon copied up. Never crosses a mount."""
+    real = os.path.realpath(path)
+    if any(mp == real or mp.startswith(real + "/") for mp, _, _ in mount_points()):
+        raise ResourceError(f"storage: refusing to remove {path}: something is still mounted there")
+    try:
+        top = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(top.st_mode):
+        os.unlink(path)
+        return
+
+    def rm(d: str) -> None:
+        st = os.lstat(d)
+        if not st.st_mode & stat.S_IWUSR or not st.st_mode & stat.S_IXUSR or not st.st_mode & stat.S_IRUSR:
+            os.chmod(d, stat.S_IRWXU)
+        with os.scandir(d) as it:
+            entries = list(it)
+        for e in entries:
+            est = e.stat(follow_symlinks=False)
+            if stat.S_ISDIR(est.st_mode):
+                if est.st_dev != top.st_dev:
+                    raise ResourceError(f"storage: refusing to remove {e.path}: another filesystem")
+                rm(e.path)
+            else:
+                os.unlink(e.path)
+        os.rmdir(d)
+
+    rm(str(path))
+
+
+# ----- the prepared rootfs ---------------------------------------------------------------------------
+
+class FuseRootfs(PreparedRootfs):
+    """A container's rootfs served by a FUSE overlay daemon; ``state()`` is enough to tear it down later."""
+
+    def __init__(self, container_id: str, container_dir: Path, layers: list[Path], pid: int, start_time: int,
+                 created_container_dir: bool) -> None:
+        self.container_id = container_id
+        self.container_dir = container_dir
+        self.layers = layers  # bottom first
+        self.upper = container_dir / "upper"
+        self.work = container_dir / "work"
+        self.rootfs = container_dir / "merged"
+        self.log = container_dir / "fuse.log"
+        self.pid = pid
+        self.start_time = start_time
+        self.created_container_dir = created_container_dir
+
+    def state(self) -> dict:
+        return {
+            "driver": "fuse",
+            "container_id": self.container_id,
+            "container_dir": str(self.container_dir),
+            "rootfs": str(self.rootfs),
+            "layers": [str(p) for p in self.layers],
+            "pid": self.pid,
+            "pid_start_time": self.start_time,
+            "created_container_dir": self.created_container_dir,
+        }
+
+    def daemon_alive(self) -> bool:
+        return _alive(self.pid, self.start_time)
+
+    def usage(self) -> int:
+        return tree_usage(self.upper)
+
+    def changes(self) -> list[tuple[str, str]]:
+        # The upper dir is in overlayfs form: read it exactly as the kernel overlay driver reads its own.
+        view = LayerView(self.layers)
+        out: dict[str, str] = {}
+        stack = [""]
+        while stack:
+            dirrel = stack.pop()
+            with os.scandir(self.upper / dirrel if dirrel else self.upper) as it:
+                entries = list(it)
+            for entry in entries:
+                rel = f"{dirrel}/{entry.name}" if dirrel else entry.name
+                st = entry.stat(follow_symlinks=False)
+                lower = view.lookup(rel)
+                if is_whiteout(st):
+                    if lower is not None:
+                        out[rel] = "D"
+                    continue
+                out[rel] = "C" if lower is not None else "A"
+                if stat.S_ISDIR(st.st_mode):
+                    if lower is not None and is_opaque(entry.path):
+                        for name in view.listdir(rel) - set(os.listdir(entry.path)):
+                            out[f"{rel}/{name}"] = "D"
+                    stack.append(rel)
+        return add_parent_changes(out, view)
+
+    def teardown(self) -> None:
+        """Unmount, stop the daemon, remove what prepare made. Safe to call again, and after a crash."""
+        errors: list[str] = []
+        try:
+            if fuse_mount_at(self.rootfs) is not None:
+                _unmount_fuse(self.rootfs)
+        except ResourceError as e:
+            errors.append(str(e))
+        try:
+            _stop(self.pid, self.start_time)
+        except ResourceError as e:
+            errors.append(str(e))
+        if not errors:
+            for path in (self.rootfs, self.work, self.upper, self.log):
+                try:
+                    _remove(path)
+                except (OSError, ResourceError) as e:
+                    errors.append(str(e))
+            if self.created_container_dir:
+                try:
+                    os.rmdir(self.container_dir)
+                except OSError as e:
+                    if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                        errors.append(str(e))
+        if errors:
+            raise ResourceError(f"storage: FUSE rootfs of {self.container_id!r}: " + "; ".join(errors))
+
+
+# ----- the driver --------------------------------------------------------------------------------------
+
+class FuseOverlayDriver(StorageDriver):
+    """Overlay of image layers served by a per-container pyfuse3 daemon; works without root (fusermount3)."""
+
+    name = "fuse"
+
+    def __init__(self, python: str | None = None) -> None:
+        self.python = python or sys.executable  # the daemon's interpreter (must have pyfuse3 and trio)
+
+    def daemon_argv(self, layers: list[Path], container_dir: Path) -> list[str]:
+        argv = [self.python, "-m", "corert.drivers.storage.fuse", "--daemonize", "--ready-fd", "1",
+                "--log", str(container_dir / "fuse.log"), "--upper", str(container_dir / "upper"),
+                "--work", str(container_dir / "work")]
+        for layer in layers:
+            argv += ["--lower", str(layer)]
+        return argv + [str(container_dir / "merged")]
+
+    def prepare(self, container_id: str, layers: list[Path], container_dir: Path) -> FuseRootfs:
+        """Make upper/work/merged under container_dir, start the daemon, return once merged is mounted."""
+        import subprocess
+
+        if not os.path.exists("/dev/fuse"):
+            raise ResourceError("storage: the fuse driver needs /dev/fuse (modprobe fuse)")
+        layers = check_layers(layers)
+        container_dir = Path(os.path.abspath(container_dir))
+        check_no_overlap(layers, container_dir)
+        created_container_dir = not container_dir.exists()
+        rootfs = FuseRootfs(container_id, container_dir, layers, 0, 0, created_container_dir)
+        made: list[Path] = []
+        try:
+            if created_container_dir:
+                os.makedirs(container_dir, 0o711)
+            container_dir = Path(os.path.realpath(container_dir))  # mountinfo shows resolved paths
+            rootfs = FuseRootfs(container_id, container_dir, layers, 0, 0, created_container_dir)
+            for d, mode in (("upper", 0o755), ("work", 0o700), ("merged", 0o755)):
+                try:
+                    os.mkdir(container_dir / d, mode)
+                except FileExistsError:
+                    raise ResourceError(f"storage: {container_dir / d} already exists "
+                                        f"(container {container_id!r} prepared twice?)") from None
+                made.append(container_dir / d)
+            # The merged root shows the upper dir's attributes: give it those of the image's root.
+            top = os.stat(layers[-1])
+            try:
+                os.chown(rootfs.upper, top.st_uid, top.st_gid)
+            except PermissionError:
+                pass  # rootless: our own uid will do
+            os.chmod(rootfs.upper, stat.S_IMODE(top.st_mode))
+            env = dict(os.environ)
+            pkg_root = str(Path(__file__).resolve().parents[4])  # so `-m corert...` finds this very tree
+            env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            with open(rootfs.log, "ab") as logf:
+                made.append(rootfs.log)
+                proc = subprocess.Popen(self.daemon_argv(layers, container_dir), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=logf, start_new_session=True, env=env)
+            try:
+                # The daemon's parent exits at once; the pipe reaches EOF once the daemon mounted (or failed).
+                out, _ = proc.communicate(timeout=MOUNT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+                out += b"\nerror the FUSE daemon did not mount within %d s" % MOUNT_TIMEOUT
+            message, mounted = "", False
+            for line in out.decode(errors="replace").splitlines():
+                word, _, rest = line.partition(" ")
+                if word in ("pid", "ok") and rest.strip().isdigit():
+                    rootfs.pid = int(rest)
+                    rootfs.start_time = _proc_start_time(rootfs.pid) or 0
+                    mounted = mounted or word == "ok"
+                elif word == "error":
+                    message = rest
+            if message or not mounted:
+                raise ResourceError(f"storage: FUSE overlay for {container_id!r}: "
+                                    + (message or self._log_tail(rootfs.log) or "the daemon exited"))
+            if fuse_mount_at(rootfs.rootfs) is None:
+                raise ResourceError(f"storage: FUSE overlay for {container_id!r}: {rootfs.rootfs} is not mounted")
+            return rootfs
+        except BaseException as e:
+            self._undo(rootfs, made)
+            if isinstance(e, ResourceError):
+                raise
+            if isinstance(e, OSError):
+                raise ResourceError(f"storage: FUSE overlay for {container_id!r}: {e}") from None
+            raise
+
+    @staticmethod
+    def _log_tail(log: Path) -> str:
+        try:
+            lines = log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    @staticmethod
+    def _undo(rootfs: FuseRootfs, made: list[Path]) -> None:
+        """Best effort reversal of a failed prepare (the original error is what the caller needs)."""
+        try:
+            if fuse_mount_at(rootfs.rootfs) is not None:
+                _unmount_fuse(rootfs.rootfs)
+            if rootfs.pid:
+                _stop(rootfs.pid, rootfs.start_time)
+            for p in reversed(made):
+                _remove(p)
+            if rootfs.created_container_dir:
+                os.rmdir(rootfs.container_dir)
+        except (OSError, ResourceError):
+            pass
+
+    def load(self, state: dict) -> FuseRootfs:
+        """Rebuild the handle from ``FuseRootfs.state()`` (e.g. in ``corert delete``)."""
+        if state.get("driver") != self.name:
+            raise ResourceError(f"storage: state of driver {state.get('driver')!r} given to {self.name!r}")
+        return FuseRootfs(state["container_id"], Path(state["container_dir"]), [Path(p) for p in state["layers"]],
+                          int(state["pid"]), int(state["pid_start_time"]),
+                          bool(state.get("created_container_dir")))

@@ -1,0 +1,198 @@
+"""`create`: validate -> state dir -> cgroup -> launch plan -> fast path -> hooks -> "created".
+
+The container init is left blocked on its exec fifo; `start` releases it. Every resource is registered on
+an undo stack before the next step, so a failure at any step leaves no state dir, cgroup or process.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from corert.engine.state import ContainerRecord, StateStore, proc_start_time, rfc3339_nano
+from corert.engine.undo import UndoStack
+from corert.errors import CorertError
+
+CLONE_NEWUSER = 0x10000000
+
+
+@dataclass
+class Created:
+    """What `create` leaves for a caller that goes on in the same process (foreground run, the API)."""
+
+    record: ContainerRecord
+    pidfd: int          # from clone3: lets an in-process caller wait for the exit without polling
+    pty_master: int     # -1 unless process.terminal and no console socket was given
+
+
+def create(store: StateStore, container_id: str, bundle: Path, *, pid_file: Path | None = None,
+           console_socket: str | None = None, preserve_fds: int = 0, no_pivot: bool = False,
+           cgroup_manager: str = "auto", trace: bool = False) -> None:
+    """The OCI `create` verb: the init waits on its exec fifo; the process (this one) then exits."""
+    from corert.spec.load import load_and_validate
+
+    bundle = Path(os.path.abspath(bundle))
+    config = load_and_validate(bundle)
+    created = create_from_config(store, container_id, bundle, config, pid_file=pid_file,
+                                 console_socket=console_socket, preserve_fds=preserve_fds,
+                                 no_pivot=no_pivot, cgroup_manager=cgroup_manager, trace=trace)
+    for fd in (created.pidfd, created.pty_master):
+        if fd >= 0:
+            os.close(fd)
+
+
+def create_from_config(store: StateStore, container_id: str, bundle: Path, config: dict, *,
+                       pid_file: Path | None = None, console_socket: str | None = None,
+                       preserve_fds: int = 0, no_pivot: bool = False, cgroup_manager: str = "auto",
+                       trace: bool = False, storage: dict | None = None, extra: dict | None = None,
+                       keep_pty: bool = False, stdio: tuple[int, int, int] | None = None) -> Created:
+    """Create a container from an already validated config. Shared by the CLI, the front door and the API."""
+    from corert import _fastpath
+    from corert.drivers.cgroups import detect
+    from corert.engine.idmap import setgroups_allowed, write_id_maps
+    from corert.plan import cgroup_resources, compile_plan
+
+    if (config.get("process") or {}).get("terminal") and not console_socket and not keep_pty:
+        raise CorertError("cannot allocate a tty without --console-socket when the container is detached")
+    record = store.reserve(container_id)
+    lock = store.lock(container_id)
+    undo = UndoStack()
+    undo.push("state directory", lambda: store.remove(container_id))
+    launcher = None
+    try:
+        linux = config.get("linux", {})
+        root_path = config["root"]["path"]
+        record.bundle = str(bundle)
+        record.rootfs = root_path if os.path.isabs(root_path) else str(bundle / root_path)
+        record.annotations = config.get("annotations") or {}
+        record.hooks = config.get("hooks") or {}
+        record.created = rfc3339_nano()
+        record.rootless = os.geteuid() != 0
+        record.storage = storage
+        record.extra = extra or {}
+
+        cgroup = detect(cgroup_manager).create(container_id, linux.get("cgroupsPath"), cgroup_resources(config))
+        undo.push("cgroup", cgroup.destroy)
+        record.cgroup = cgroup.state()
+
+        fifo = str(store.exec_fifo_path(container_id))
+        os.mkfifo(fifo, 0o600)
+        root_uid, root_gid = _host_ids_of_root(linux)
+        if (root_uid, root_gid) != (os.geteuid(), os.getegid()):
+            os.chown(fifo, root_uid, root_gid)   # the init opens it as the container's root
+        fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+        undo.push("exec fifo fd", lambda: os.close(fifo_fd))
+        cgroup_fd = cgroup.into_cgroup_fd()
+        try:
+            plan, joins = compile_plan(
+                config, bundle, cgroup_mounts=cgroup.container_mounts(), cgroup_dir_fd=cgroup_fd,
+                exec_fifo=fifo, preserve_fds=preserve_fds, no_pivot=no_pivot,
+                seccomp_cache=store.root / ".seccomp-cache",
+                set_groups=setgroups_allowed(linux.get("gidMappings") or []))
+            plan.stdio = stdio
+            join_fds = [(nstype, os.open(path, os.O_RDONLY | os.O_CLOEXEC)) for nstype, path in joins]
+            try:
+                launcher = _fastpath.Launcher(plan, join_fds, fifo_fd=fifo_fd)
+                pid = launcher.spawn()
+            finally:
+                for _, fd in join_fds:
+                    os.close(fd)
+        finally:
+            if cgroup_fd >= 0:
+                os.close(cgroup_fd)
+        undo.push("container process", lambda: _kill_and_reap(pid))
+
+        # The child waits while we do what only the parent can: id maps, cgroup placement, oom score.
+        if plan.clone_flags & CLONE_NEWUSER:
+            write_id_maps(pid, linux.get("uidMappings") or [], linux.get("gidMappings") or [])
+        if cgroup_fd < 0:
+            cgroup.attach(pid)
+        if plan.oom_score_adj is not None:
+            with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+                f.write(str(plan.oom_score_adj))
+        launcher.proceed()
+        launcher.wait_stage()                      # STAGE_PRE_PIVOT: namespaces and mounts exist
+
+        record.pid = pid
+        record.pid_start = proc_start_time(pid) or 0
+        hooks = record.hooks
+        if hooks.get("prestart") or hooks.get("createRuntime") or hooks.get("createContainer"):
+            from corert.engine.hooks import run_hooks
+            from corert.engine.state import oci_state
+            state = oci_state(store, record, status="creating")
+            run_hooks(hooks.get("prestart") or [], state, "prestart")
+            run_hooks(hooks.get("createRuntime") or [], state, "createRuntime")
+        launcher.proceed()
+        _stage, master = launcher.wait_stage()     # STAGE_READY: blocked on the exec fifo
+        if master >= 0 and console_socket:
+            from corert.engine.console import send_console_fd
+            try:
+                send_console_fd(console_socket, master)
+            finally:
+                os.close(master)
+            master = -1
+        elif master >= 0:
+            undo.push("terminal", lambda: os.close(master))
+        if hooks.get("createContainer"):
+            from corert.engine.hooks import run_hooks
+            from corert.engine.state import oci_state
+            run_hooks(hooks["createContainer"], oci_state(store, record, status="created"), "createContainer")
+
+        record.status = "created"
+        store.save(record)
+        if pid_file:
+            _write_pid_file(Path(pid_file), pid)
+        if trace:
+            _print_trace(launcher.timestamps())
+        pidfd = launcher.pidfd
+        launcher.pidfd = -1
+        os.close(fifo_fd)
+        undo.discard()
+        return Created(record=record, pidfd=pidfd, pty_master=master)
+    except BaseException:
+        undo.unwind()
+        raise
+    finally:
+        if launcher is not None:
+            if launcher.pidfd >= 0:
+                os.close(launcher.pidfd)
+            launcher.close()
+        lock.release()
+
+
+def _host_ids_of_root(linux: dict) -> tuple[int, int]:
+    """The host uid/gid that the container's uid/gid 0 maps to (ours when there is no user namespace)."""
+    def host(mappings: list[dict], own: int) -> int:
+        for m in mappings or []:
+            if m["containerID"] <= 0 < m["containerID"] + m["size"]:
+                return m["hostID"] - m["containerID"]
+        return own
+    if not any(ns.get("type") == "user" for ns in linux.get("namespaces") or []):
+        return os.geteuid(), os.getegid()
+    return host(linux.get("uidMappings"), os.geteuid()), host(linux.get("gidMappings"), os.getegid())
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def _write_pid_file(path: Path, pid: int) -> None:
+    """Atomic, as runc writes it: engines read it as soon as create returns."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
+
+
+def _print_trace(stamps: dict) -> None:
+    if not stamps:
+        return
+    base = min(stamps.values())
+    steps = " ".join(f"{name}=+{(t - base) / 1e6:.2f}ms" for name, t in sorted(stamps.items(), key=lambda x: x[1]))
+    print(f"corert: trace: {steps}", file=sys.stderr)

@@ -1,0 +1,75 @@
+"""OCI `run`: create + start, then (in the foreground) forward signals, relay a terminal, wait, and clean up.
+
+The init is our own child (we cloned it), so the exit status comes from waitpid; the exit code is the
+process's, or 128+N when signal N killed it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from corert.engine.state import StateStore
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
+
+
+def exit_code_of(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def run(store: StateStore, container_id: str, bundle: Path, *, detach: bool = False,
+        pid_file: Path | None = None, keep: bool = False, console_socket: str | None = None,
+        preserve_fds: int = 0, no_pivot: bool = False, cgroup_manager: str = "auto",
+        trace: bool = False) -> int:
+    from corert.engine.control import start
+    from corert.engine.create import create, create_from_config
+    from corert.spec.load import load_and_validate
+
+    if detach:
+        create(store, container_id, bundle, pid_file=pid_file, console_socket=console_socket,
+               preserve_fds=preserve_fds, no_pivot=no_pivot, cgroup_manager=cgroup_manager, trace=trace)
+        start(store, container_id)
+        return 0
+    bundle = Path(os.path.abspath(bundle))
+    config = load_and_validate(bundle)
+    created = create_from_config(store, container_id, bundle, config, pid_file=pid_file,
+                                 console_socket=console_socket, preserve_fds=preserve_fds,
+                                 no_pivot=no_pivot, cgroup_manager=cgroup_manager, trace=trace,
+                                 keep_pty=True)
+    return supervise(store, container_id, created, keep=keep, start=start)
+
+
+def supervise(store: StateStore, container_id: str, created, *, keep: bool, start) -> int:
+    """Start a container created in this process and stay with it until it exits; then delete it."""
+    from corert.engine.delete import delete
+
+    pid = created.record.pid
+    previous = {}
+    try:
+        for sig in FORWARDED:
+            previous[sig] = signal.signal(sig, lambda s, _f: forward_signal(pid, s))
+        start(store, container_id)
+        if created.pty_master >= 0:
+            from corert.engine.console import relay
+            relay(created.pty_master)
+        _pid, status = os.waitpid(pid, 0)
+        return exit_code_of(status)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for fd in (created.pidfd, created.pty_master):
+            if fd >= 0:
+                os.close(fd)
+        if not keep:
+            delete(store, container_id, force=True)
+
+
+def forward_signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

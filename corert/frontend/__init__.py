@@ -1,0 +1,1 @@
+"""The docker-like front door: image config + run options -> OCI config; managed containers."""

@@ -1,0 +1,222 @@
+"""Docker-like run options + an image's config -> an OCI runtime config.
+
+The result goes through the same validation and the same engine as a bundle given to the OCI CLI: the
+front door is only a config generator plus bookkeeping (names, storage, logs).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corert.errors import UsageError
+
+
+@dataclass
+class RunOptions:
+    """What `corert run` (and the embedding API) can ask for; None/empty = the image's or docker's default."""
+
+    command: list[str] = field(default_factory=list)
+    entrypoint: list[str] | None = None
+    env: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    hostname: str | None = None
+    tty: bool = False
+    interactive: bool = False
+    volumes: list[str] = field(default_factory=list)        # HOST:CTR[:ro|rw]
+    tmpfs: list[str] = field(default_factory=list)          # PATH[:options]
+    read_only: bool = False
+    memory: str | None = None
+    cpus: str | None = None
+    pids_limit: int | None = None
+    net: str = "none"
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
+    security_opt: list[str] = field(default_factory=list)
+    userns: str | None = None
+    annotations: dict = field(default_factory=dict)
+
+
+def _process_args(image_config: dict, opts: RunOptions) -> list[str]:
+    entrypoint = opts.entrypoint if opts.entrypoint is not None else (image_config.get("Entrypoint") or [])
+    cmd = opts.command or ([] if opts.entrypoint is not None else (image_config.get("Cmd") or []))
+    args = list(entrypoint) + list(cmd)
+    if not args:
+        raise UsageError("no command given and the image has no Cmd or Entrypoint")
+    return args
+
+
+def _merge_env(image_env: list[str], extra: list[str]) -> list[str]:
+    merged: dict[str, str] = {}
+    for item in list(image_env) + list(extra):
+        key, sep, value = item.partition("=")
+        if not sep:   # `-e NAME` passes the caller's value through, as docker does
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        merged[key] = value
+    if "PATH" not in merged:
+        merged["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def _lookup(rows: list[list[str]], name: str, field: int) -> int | None:
+    for row in rows:
+        if row[0] == name:
+            try:
+                return int(row[field])
+            except ValueError:
+                return None
+    return None
+
+
+def resolve_user(spec: str | None, rootfs: Path) -> tuple[int, int]:
+    """docker's -u: uid[:gid] or name[:group], names looked up in the image."""
+    from corert.userdb import group, passwd
+
+    if not spec:
+        return 0, 0
+    user, _, grp = spec.partition(":")
+    users = passwd(str(rootfs))
+    if user.isdigit():
+        uid = int(user)
+        gid = next((int(r[3]) for r in users if r[2] == user and r[3].isdigit()), uid)
+    else:
+        uid = _lookup(users, user, 2)
+        if uid is None:
+            raise UsageError(f"unable to find user {user}: no matching entries in passwd file")
+        gid = _lookup(users, user, 3) or 0
+    if grp.isdigit():
+        gid = int(grp)
+    elif grp:
+        found = _lookup(group(str(rootfs)), grp, 2)
+        if found is None:
+            raise UsageError(f"unable to find group {grp}: no matching entries in group file")
+        gid = found
+    return uid, gid
+
+
+def _volume_mounts(opts: RunOptions) -> list[dict]:
+    mounts = []
+    for spec in opts.volumes:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise UsageError(f"invalid volume {spec!r}: expected HOST:CONTAINER[:ro|rw]")
+        host, ctr = parts[0], parts[1]
+        mode = parts[2] if len(parts) == 3 else "rw"
+        if mode not in ("ro", "rw"):
+            raise UsageError(f"invalid volume mode {mode!r} in {spec!r}: use ro or rw")
+        if not os.path.isabs(host) or not os.path.isabs(ctr):
+            raise UsageError(f"invalid volume {spec!r}: both paths must be absolute")
+        if not os.path.exists(host):
+            raise UsageError(f"volume source {host} does not exist")
+        mounts.append({"destination": ctr, "type": "bind", "source": host,
+                       "options": ["rbind", "rprivate", mode]})
+    for spec in opts.tmpfs:
+        path, _, options = spec.partition(":")
+        if not os.path.isabs(path):
+            raise UsageError(f"invalid --tmpfs {spec!r}: the path must be absolute")
+        mounts.append({"destination": path, "type": "tmpfs", "source": "tmpfs",
+                       "options": ["nosuid", "nodev"] + ([o for o in options.split(",") if o] or ["mode=1777"])})
+    return mounts
+
+
+def _resources(opts: RunOptions) -> dict:
+    from corert.spec.units import parse_cpus, parse_size
+
+    resources: dict = {}
+    if opts.memory:
+        limit = parse_size(opts.memory)
+        resources["memory"] = {"limit": limit, "swap": limit}
+    if opts.cpus:
+        quota, period = parse_cpus(opts.cpus)
+        resources["cpu"] = {"quota": quota, "period": period}
+    if opts.pids_limit is not None:
+        resources["pids"] = {"limit": opts.pids_limit}
+    return resources
+
+
+def _security(config: dict, opts: RunOptions) -> None:
+    from corert.drivers.security.capabilities import DOCKER_DEFAULT_CAPS, apply_cap_changes, privileged_caps
+    from corert.drivers.security.paths import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
+    from corert.drivers.security.seccomp import load_default_profile
+
+    process, linux = config["process"], config["linux"]
+    seccomp: dict | None = load_default_profile()
+    no_new_privs = True
+    for item in opts.security_opt:
+        key, _, value = item.partition("=")
+        if key == "seccomp" and value == "unconfined":
+            seccomp = None
+        elif key == "seccomp" and value:
+            import json
+            try:
+                with open(value) as f:
+                    seccomp = json.load(f)
+            except (OSError, ValueError) as e:
+                raise UsageError(f"--security-opt seccomp={value}: {e}") from None
+        elif key in ("no-new-privileges", "no_new_privs"):
+            no_new_privs = value in ("", "true")
+        else:
+            raise UsageError(f"unsupported --security-opt {item!r}")
+    if opts.privileged:
+        caps = privileged_caps()
+        seccomp = None
+        linux["maskedPaths"], linux["readonlyPaths"] = [], []
+    else:
+        caps = apply_cap_changes(list(DOCKER_DEFAULT_CAPS), opts.cap_add, opts.cap_drop)
+        linux["maskedPaths"] = list(DEFAULT_MASKED_PATHS)
+        linux["readonlyPaths"] = list(DEFAULT_READONLY_PATHS)
+    process["capabilities"] = {name: list(caps) for name in ("bounding", "effective", "permitted")}
+    process["noNewPrivileges"] = no_new_privs
+    if seccomp:
+        linux["seccomp"] = seccomp
+
+
+def build_config(image_config: dict, opts: RunOptions, rootfs: Path, *, rootless: bool = False) -> dict:
+    """The OCI config for one container of an image (docker's defaults where the options are silent)."""
+    from corert.spec.defaults import default_spec
+
+    config = default_spec(rootless=rootless)
+    config["root"] = {"path": str(rootfs), "readonly": opts.read_only}
+    process = config["process"]
+    process["terminal"] = opts.tty
+    process["args"] = _process_args(image_config, opts)
+    process["env"] = _merge_env(image_config.get("Env") or [], opts.env)
+    if opts.tty:
+        process["env"].append("TERM=xterm")
+    process["cwd"] = opts.workdir or image_config.get("WorkingDir") or "/"
+    uid, gid = resolve_user(opts.user or image_config.get("User"), rootfs)
+    process["user"] = {"uid": uid, "gid": gid}
+    process["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}]
+    _clamp_nofile(process["rlimits"])
+    config["hostname"] = opts.hostname or ""
+    if not config["hostname"]:
+        config.pop("hostname")
+    config["mounts"] = [m for m in config["mounts"] if not (rootless and m["type"] == "cgroup")]
+    config["mounts"] += _volume_mounts(opts)
+    linux = config["linux"]
+    linux["resources"] = {**linux.get("resources", {}), **_resources(opts)}
+    namespaces = [ns for ns in linux["namespaces"] if ns["type"] != "network"]
+    if opts.net == "none":
+        namespaces.append({"type": "network"})
+    elif opts.net != "host":
+        raise UsageError(f"--net={opts.net} is not available yet (use none or host)")
+    linux["namespaces"] = namespaces
+    if opts.net == "host":
+        config["mounts"] = [m for m in config["mounts"] if m["type"] != "sysfs"] + [
+            {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}]
+    _security(config, opts)
+    config["annotations"] = dict(opts.annotations)
+    return config
+
+
+def _clamp_nofile(rlimits: list[dict]) -> None:
+    """docker asks for 1048576 open files; a host whose hard limit is lower gets its own hard limit."""
+    import resource
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for rl in rlimits:
+        if rl["type"] == "RLIMIT_NOFILE" and hard != resource.RLIM_INFINITY and rl["hard"] > hard:
+            rl["hard"] = rl["soft"] = hard
