@@ -47,8 +47,14 @@ def create_from_config(store: StateStore, container_id: str, bundle: Path, confi
                        pid_file: Path | None = None, console_socket: str | None = None,
                        preserve_fds: int = 0, no_pivot: bool = False, cgroup_manager: str = "auto",
                        trace: bool = False, storage: dict | None = None, extra: dict | None = None,
-                       keep_pty: bool = False, stdio: tuple[int, int, int] | None = None) -> Created:
-    """Create a container from an already validated config. Shared by the CLI, the front door and the API."""
+                       keep_pty: bool = False, stdio: tuple[int, int, int] | None = None,
+                       network=None) -> Created:
+    """Create a container from an already validated config. Shared by the CLI, the front door and the API.
+
+    `network`, when given, has attach(pid) -> state dict (called once the container's network namespace
+    exists, before pivot_root) and teardown(); `delete` finds it again with
+    corert.drivers.network.load_attachment(record.network).
+    """
     from corert import _fastpath
     from corert.drivers.cgroups import detect
     from corert.engine.idmap import setgroups_allowed, write_id_maps
@@ -114,6 +120,10 @@ def create_from_config(store: StateStore, container_id: str, bundle: Path, confi
                 f.write(str(plan.oom_score_adj))
         launcher.proceed()
         launcher.wait_stage()                      # STAGE_PRE_PIVOT: namespaces and mounts exist
+        if network is not None:
+            # The front door's network driver wires the new netns (veth, addresses, routes, NAT).
+            undo.push("network", network.teardown)
+            record.network = network.attach(pid)
 
         record.pid = pid
         record.pid_start = proc_start_time(pid) or 0
