@@ -19,6 +19,13 @@ cdef enum:
 cdef enum:
     STAGE_PRE_PIVOT = 1    # namespaces and mounts done, rootfs not yet pivoted: network + createRuntime hooks
     STAGE_READY = 2        # about to wait on the exec fifo (or to exec): the container is "created"
+    STAGE_FORKED = 3       # joined a pid namespace and forked: msg.step carries the new process's host pid
+    STAGE_SECCOMP = 4      # (listener only) the filter is loaded; the message carries the notify fd
+
+# fork_after_join modes (see enter_joined_pid_namespace).
+cdef enum:
+    FP_FORK_MIRROR = 1
+    FP_FORK_LEAVE = 2
 
 # Timestamp slots (monotonic ns) the child fills, for `--trace`.
 cdef enum:
@@ -79,8 +86,12 @@ cdef struct fp_plan:
     int sock                    # child's end of the socketpair
     int parent_sock             # parent's end (closed in the child)
     int dumpable                # 0: PR_SET_DUMPABLE 0 before joining anything (exec)
+    int fork_after_join         # a joined pid namespace only applies to children: fork once more
 
     const char *rootfs
+    const char *rootfs_fstype       # mount this fs on rootfs in the child (rootless overlay), else bind it
+    const char *rootfs_data
+    int rootfs_fd                   # new user ns: O_PATH fd of the rootfs opened by the parent (-1 = by path)
     unsigned long rootfs_propagation
     int readonly_rootfs
     int no_pivot
@@ -123,6 +134,8 @@ cdef struct fp_plan:
     int no_new_privs
     const unsigned char *seccomp
     int seccomp_len             # number of 8-byte sock_filter entries
+    unsigned int seccomp_flags  # SECCOMP_FILTER_FLAG_* for seccomp(2)
+    int seccomp_listener        # NEW_LISTENER: load before READY, send the notify fd (STAGE_SECCOMP)
 
     int terminal
     int stdio[3]                # fds to become 0,1,2 in the child (-1 = inherit)

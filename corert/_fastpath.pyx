@@ -89,12 +89,12 @@ cdef extern from *:
         struct fp_clone_args a;
         memset(&a, 0, sizeof a);
         a.flags = flags | CLONE_PIDFD;
-        a.pidfd = (unsigned long long)(unsigned long)pidfd_out;
+        if (pidfd_out) a.pidfd = (unsigned long long)(unsigned long)pidfd_out; else a.flags &= ~(unsigned long long)CLONE_PIDFD;
         a.exit_signal = SIGCHLD;
         if (cgroup_fd >= 0) { a.flags |= CLONE_INTO_CGROUP; a.cgroup = (unsigned long long)cgroup_fd; }
         long r = syscall(SYS_clone3, &a, sizeof a);
         if (r < 0 && errno == ENOSYS && cgroup_fd < 0) {
-            *pidfd_out = -1;
+            if (pidfd_out) *pidfd_out = -1;
             r = syscall(SYS_clone, (unsigned long)(flags | SIGCHLD), 0, 0, 0, 0);
         }
         return r;
@@ -145,10 +145,11 @@ cdef extern from *:
         return (int)syscall(SYS_capset, &h, d);
     }
 
-    static int fp_seccomp(const unsigned char *bpf, int n) {
+    /* Returns the notify fd when flags has SECCOMP_FILTER_FLAG_NEW_LISTENER, else 0; -1 on error. */
+    static int fp_seccomp(const unsigned char *bpf, int n, unsigned int flags) {
         struct sock_fprog prog;
         prog.len = (unsigned short)n; prog.filter = (struct sock_filter *)bpf;
-        return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+        return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
     }
 
     static unsigned long long fp_now(void) {
@@ -157,6 +158,15 @@ cdef extern from *:
     }
 
     static int fp_pivot_root(const char *n, const char *o) { return (int)syscall(SYS_pivot_root, n, o); }
+    /* A recursive copy of the tree at cwd, attached on top of cwd; returns its fd (the new mount's root). */
+    static int fp_bind_cwd_onto_itself(void) {
+        int t = (int)syscall(428 /* open_tree */, AT_FDCWD, ".", 1 /* OPEN_TREE_CLONE */ | O_CLOEXEC | 0x8000 /* AT_RECURSIVE */);
+        if (t < 0) return -1;
+        if (syscall(429 /* move_mount */, t, "", AT_FDCWD, ".", 0x4 /* MOVE_MOUNT_F_EMPTY_PATH */) < 0) {
+            int e = errno; close(t); errno = e; return -1;
+        }
+        return t;
+    }
     static int fp_close_range(unsigned int from, unsigned int to) {
         return (int)syscall(SYS_close_range, from, to, 0);
     }
@@ -201,11 +211,12 @@ cdef extern from *:
     int fp_send_msg_fd(int sock, const void *buf, size_t len, int fd) nogil
     ssize_t fp_recv_msg_fd(int sock, void *buf, size_t len, int *fd_out) nogil
     int fp_capset(unsigned long long eff, unsigned long long perm, unsigned long long inh) nogil
-    int fp_seccomp(const unsigned char *bpf, int n) nogil
+    int fp_seccomp(const unsigned char *bpf, int n, unsigned int flags) nogil
     unsigned long long fp_now() nogil
     int fp_pivot_root(const char *n, const char *o) nogil
     int fp_close_range_cloexec(unsigned int start) nogil
     int fp_close_range(unsigned int start, unsigned int end) nogil
+    int fp_bind_cwd_onto_itself() nogil
     int fp_setns(int fd, int type) nogil
     int fp_unshare(int flags) nogil
     int fp_setresuid(unsigned int u) nogil
@@ -222,7 +233,7 @@ cdef extern from *:
     int AT_FDCWD, F_GETFD, F_SETFD, FD_CLOEXEC
     unsigned long MS_BIND, MS_REC, MS_REMOUNT, MS_RDONLY, MS_SLAVE, MS_PRIVATE, MS_MOVE, MS_NOSUID, MS_NODEV, MS_NOEXEC
     int MNT_DETACH
-    int PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS
+    int PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_GET_DUMPABLE, PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS
     int PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_CLEAR_ALL
     int SIGKILL, EEXIST, ENOENT, EINTR, ENOSYS
     int SOCK_SEQPACKET, SOCK_CLOEXEC, AF_UNIX, MSG_NOSIGNAL
@@ -262,6 +273,15 @@ cdef extern from *:
         unsigned long long rlim_cur
         unsigned long long rlim_max
     int setrlimit(int resource, const rlimit *rl) nogil
+    int waitpid(int pid, int *status, int options) nogil
+    bint WIFSIGNALED(int status) nogil
+    int WTERMSIG(int status) nogil
+    int WEXITSTATUS(int status) nogil
+    ctypedef void (*sighandler_t)(int) noexcept nogil
+    sighandler_t signal(int sig, sighandler_t handler) nogil
+    sighandler_t SIG_DFL
+    int kill(int pid, int sig) nogil
+    int getpid() nogil
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -394,7 +414,7 @@ cdef enum:
 STEP_NAMES = {
     S_SETNS: "joining a namespace", S_USERNS: "becoming root in the user namespace",
     S_UNSHARE: "creating namespaces", S_ROOT_PROPAGATION: "making / private",
-    S_ROOTFS_BIND: "bind-mounting the rootfs", S_MOUNT_TARGET: "resolving a mount target inside the rootfs",
+    S_ROOTFS_BIND: "mounting the rootfs", S_MOUNT_TARGET: "resolving a mount target inside the rootfs",
     S_MOUNT: "mounting", S_REMOUNT: "remounting", S_PROPAGATION: "setting mount propagation",
     S_DEVICE: "creating a device node", S_SYMLINK: "creating a /dev symlink", S_PIVOT: "pivot_root",
     S_MASK: "masking a path", S_READONLY: "making a path read-only", S_SYSCTL: "writing a sysctl",
@@ -596,16 +616,26 @@ cdef void make_symlink(fp_plan *p, int rootfd, fp_pair *s) noexcept nogil:
 
 cdef int prepare_rootfs(fp_plan *p) noexcept nogil:
     """Mounts inside the new mount namespace; returns an O_PATH fd of the (bind-mounted) rootfs."""
-    cdef int i, rootfd
+    cdef int i, rootfd = -1
     cdef unsigned long prop = p.rootfs_propagation
     if prop == 0:
         prop = MS_SLAVE | MS_REC
     # Our mounts must not propagate back to the host.
     if c_mount(NULL, b"/", NULL, prop, NULL) < 0:
         fail(p, S_ROOT_PROPAGATION, errno, b"/")
-    if c_mount(p.rootfs, p.rootfs, NULL, MS_BIND | MS_REC, NULL) < 0:
+    if p.rootfs_fstype != NULL:
+        if c_mount(p.rootfs_fstype, p.rootfs, p.rootfs_fstype, 0, p.rootfs_data) < 0:
+            fail(p, S_ROOTFS_BIND, errno, p.rootfs_fstype)
+    elif p.rootfs_fd >= 0:
+        # In a user namespace whose root may not search the directories above the rootfs (0700 state and
+        # storage dirs): child_main made it our cwd from the parent's fd; bind it from there.
+        rootfd = fp_bind_cwd_onto_itself()
+        if rootfd < 0:
+            fail(p, S_ROOTFS_BIND, errno, p.rootfs)
+    elif c_mount(p.rootfs, p.rootfs, NULL, MS_BIND | MS_REC, NULL) < 0:
         fail(p, S_ROOTFS_BIND, errno, p.rootfs)
-    rootfd = open(p.rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC)
+    if rootfd < 0:
+        rootfd = open(p.rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC)
     if rootfd < 0:
         fail(p, S_ROOTFS_BIND, errno, p.rootfs)
     for i in range(p.n_mounts):
@@ -761,8 +791,21 @@ cdef void wait_for_start(fp_plan *p) noexcept nogil:
 
 
 cdef void apply_seccomp(fp_plan *p) noexcept nogil:
-    if p.seccomp_len > 0 and fp_seccomp(p.seccomp, p.seccomp_len) < 0:
+    # A filter with a listener was loaded before READY (send_seccomp_listener).
+    if p.seccomp_len > 0 and not p.seccomp_listener and fp_seccomp(p.seccomp, p.seccomp_len, p.seccomp_flags) < 0:
         fail(p, S_SECCOMP, errno, b"")
+
+
+cdef void send_seccomp_listener(fp_plan *p) noexcept nogil:
+    """Load a filter that has SCMP_ACT_NOTIFY rules and hand its notify fd to the parent, as runc does:
+    the parent (still `create`) passes it on to linux.seccomp.listenerPath. Loaded while we still hold
+    every capability, so no_new_privs is not needed yet; the runtime's last steps (fifo, setuid, capset,
+    execve) then run under the filter, as with runc."""
+    cdef int fd = fp_seccomp(p.seccomp, p.seccomp_len, p.seccomp_flags)
+    if fd < 0:
+        fail(p, S_SECCOMP, errno, b"listener")
+    send_stage(p, STAGE_SECCOMP, fd)
+    close(fd)
 
 
 cdef void apply_identity_and_caps(fp_plan *p) noexcept nogil:
@@ -793,16 +836,49 @@ cdef void apply_identity_and_caps(fp_plan *p) noexcept nogil:
                     fail(p, S_CAPS, errno, b"ambient")
 
 
+cdef void enter_joined_pid_namespace(fp_plan *p) noexcept nogil:
+    """setns(pid) moves only our future children: fork, and stay behind as a mirror of the new process.
+
+    The intermediate reports the new pid, then waits for it and exits the same way, so the parent's
+    waitpid on the pid it cloned still yields the exec'd process's status. The grandchild waits for the
+    parent's go, so the FORKED report always arrives before anything the grandchild sends."""
+    cdef long pid = fp_clone(0, -1, NULL)
+    cdef int status = 0
+    if pid < 0:
+        fail(p, S_SETNS, errno, b"fork into the pid namespace")
+    if pid > 0:
+        p.msg.step = <int>pid
+        send_stage(p, STAGE_FORKED, -1)
+        close(p.sock)
+        if p.fork_after_join == FP_FORK_LEAVE:
+            _exit(0)          # detached: the new process goes to the subreaper (conmon, the shim)
+        while waitpid(<int>pid, &status, 0) < 0:
+            if errno != EINTR:
+                _exit(1)
+        if WIFSIGNALED(status):
+            signal(WTERMSIG(status), SIG_DFL)
+            kill(getpid(), WTERMSIG(status))
+        _exit(WEXITSTATUS(status))
+    # LEAVE: the intermediate exits at once, so a death signal tied to it would race with our setup and
+    # kill us; a runtime that dies still ends us through the socket (wait_continue / send_stage).
+    if p.fork_after_join != FP_FORK_LEAVE:
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+    wait_continue(p)
+
+
 cdef void close_inherited_fds(fp_plan *p) noexcept nogil:
     """Close every fd the parent had open except the ones the child needs. Not CLOEXEC: the child holds
     them until its exec, and an inherited flock or pipe end would otherwise stay alive with it."""
-    cdef int keep[FP_MAX_JOIN + 3]
+    cdef int keep[FP_MAX_JOIN + 4]
     cdef int n = 0, i, j, tmp
     cdef unsigned int start = 3 + p.preserve_fds
     keep[n] = p.sock
     n += 1
     if p.fifo_fd >= 0:
         keep[n] = p.fifo_fd
+        n += 1
+    if p.rootfs_fd >= 0:
+        keep[n] = p.rootfs_fd
         n += 1
     for i in range(p.n_join):
         keep[n] = p.join_fds[i]
@@ -841,7 +917,14 @@ cdef void child_main(fp_plan *p) noexcept nogil:
     if p.become_root:
         if fp_setresgid(0) < 0 or fp_setresuid(0) < 0:
             fail(p, S_USERNS, errno, b"no mapping for uid/gid 0")
+    if p.rootfs_fd >= 0:
+        # Before unshare(CLONE_NEWNS), which carries the cwd over into the new mount namespace.
+        if fchdir(p.rootfs_fd) < 0:
+            fail(p, S_ROOTFS_BIND, errno, p.rootfs)
+        close(p.rootfs_fd)
     join_and_unshare(p)
+    if p.fork_after_join:
+        enter_joined_pid_namespace(p)
     if p.clone_flags & CLONE_NEWNET and fp_loopback_up() < 0:
         fail(p, S_LOOPBACK, errno, b"lo")
     stamp(p, T_NAMESPACES)
@@ -874,6 +957,8 @@ cdef void child_main(fp_plan *p) noexcept nogil:
 
     # From here the container exists: it must survive the `create` process exiting.
     prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
+    if p.seccomp_listener and p.seccomp_len > 0:
+        send_seccomp_listener(p)
     stamp(p, T_READY)
     send_stage(p, STAGE_READY, master)
     if master >= 0:
@@ -952,6 +1037,7 @@ cdef class Launcher:
     cdef public int pid
     cdef public int pidfd
     cdef public int sock
+    cdef public object on_seccomp_fd   # called with the notify fd when the child sends STAGE_SECCOMP
 
     def __cinit__(self):
         memset(&self.plan, 0, sizeof(fp_plan))
@@ -960,8 +1046,10 @@ cdef class Launcher:
         self.pid = -1
         self.pidfd = -1
         self.sock = -1
+        self.on_seccomp_fd = None
 
-    def __init__(self, plan, join_fds=(), dumpable=True, wait_after_ready=False, int fifo_fd=-1):
+    def __init__(self, plan, join_fds=(), dumpable=True, wait_after_ready=False, int fifo_fd=-1,
+                 int fork_after_join=0):
         cdef fp_plan *p = &self.plan
         cdef list keep = self._keep
         cdef int i
@@ -975,7 +1063,20 @@ cdef class Launcher:
         p.n_join = len(join_fds)
         p.cgroup_fd = plan.cgroup_dir_fd
         p.dumpable = 1 if dumpable else 0
+        p.fork_after_join = fork_after_join
         p.rootfs = keep_bytes(keep, plan.rootfs) if plan.rootfs else NULL
+        if plan.rootfs_mount:
+            p.rootfs_fstype = keep_bytes(keep, plan.rootfs_mount[0])
+            p.rootfs_data = keep_bytes(keep, plan.rootfs_mount[1])
+        p.rootfs_fd = -1
+        if plan.rootfs and not plan.rootfs_mount and plan.clone_flags & 0x10000000:   # CLONE_NEWUSER
+            import os
+            p.rootfs_fd = os.open(plan.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            # The child enters the fd as its cwd, then unshares the mount namespace, which carries the cwd
+            # into the copy (a mount namespace made by clone would leave the fd pointing at the host's).
+            if p.clone_flags & 0x00020000:   # CLONE_NEWNS
+                p.clone_flags &= ~<unsigned long long>0x00020000
+                p.unshare_flags |= 0x00020000
         p.rootfs_propagation = plan.rootfs_propagation
         p.readonly_rootfs = plan.readonly_rootfs
         p.no_pivot = plan.no_pivot
@@ -1064,6 +1165,8 @@ cdef class Launcher:
             keep.append(bpf)
             p.seccomp = <const unsigned char *>(<char *>(<bytes>bpf))
             p.seccomp_len = len(plan.seccomp_bpf) // 8
+            p.seccomp_flags = getattr(plan, "seccomp_flags", 0)
+            p.seccomp_listener = 1 if plan.seccomp_listener else 0
         p.terminal = plan.terminal
         for i in range(3):
             p.stdio[i] = plan.stdio[i] if plan.stdio else -1
@@ -1081,17 +1184,30 @@ cdef class Launcher:
         cdef long pid
         cdef unsigned long long flags = self.plan.clone_flags
         cdef int cgfd = self.plan.cgroup_fd
+        cdef int undump = not self.plan.dumpable
+        cdef int was_dumpable = 0
+        cdef int err = 0
         if socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0:
             raise OSError(errno, "socketpair")
         self.plan.sock = sv[1]
         self.plan.parent_sock = sv[0]
         with nogil:
+            # The dumpable flag is inherited by clone: clearing it in the parent first leaves no window in
+            # which a process of the container could open /proc/<child>/exe (CVE-2019-5736 class).
+            if undump:
+                was_dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
+                prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
             pid = fp_clone(flags, cgfd, &pidfd)
             if pid == 0:
                 child_main(&self.plan)
                 _exit(1)
-        err = errno
+            err = errno
+            if undump and was_dumpable > 0:
+                prctl(PR_SET_DUMPABLE, was_dumpable, 0, 0, 0)
         close(sv[1])
+        if self.plan.rootfs_fd >= 0:
+            close(self.plan.rootfs_fd)
+            self.plan.rootfs_fd = -1
         self.sock = sv[0]
         if pid < 0:
             close(sv[0])
@@ -1108,13 +1224,26 @@ cdef class Launcher:
         os.write(self.sock, (<char *>&kind)[:sizeof(kind)])
 
     def wait_stage(self):
-        """Wait for the child's next report: returns (stage, fd or -1); raises ContainerInitError on failure."""
+        """Wait for the child's next report: (stage, fd or -1), or (STAGE_FORKED, pid of the process that
+        entered the joined pid namespace). Raises ContainerInitError when the child failed."""
         cdef fp_msg msg
         cdef int fd = -1
         cdef ssize_t n
         cdef int sock = self.sock
-        with nogil:
-            n = fp_recv_msg_fd(sock, &msg, sizeof(fp_msg), &fd)
+        while True:
+            with nogil:
+                n = fp_recv_msg_fd(sock, &msg, sizeof(fp_msg), &fd)
+            if n != sizeof(fp_msg) or msg.kind != MSG_STAGE or msg.stage != STAGE_SECCOMP:
+                break
+            # The notify fd goes to the listener at once: the child may already be blocked on a notified
+            # syscall, waiting for an answer.
+            try:
+                if self.on_seccomp_fd is not None and fd >= 0:
+                    self.on_seccomp_fd(fd)
+            finally:
+                if fd >= 0:
+                    close(fd)
+            fd = -1
         if n != sizeof(fp_msg):
             if fd >= 0:
                 close(fd)
@@ -1125,6 +1254,8 @@ cdef class Launcher:
             from corert.errors import ContainerInitError
             raise ContainerInitError(STEP_NAMES.get(msg.step, f"step {msg.step}"), msg.err,
                                      msg.text.decode(errors="replace"))
+        if msg.stage == STAGE_FORKED:
+            return msg.stage, msg.step
         return msg.stage, fd
 
     def timestamps(self) -> dict:
@@ -1137,6 +1268,8 @@ cdef class Launcher:
         self.sock = -1
 
     def __dealloc__(self):
+        if self.plan.rootfs_fd > 0:
+            close(self.plan.rootfs_fd)
         for addr in self._owned:
             free(<void *><size_t>addr)
         if self.sock >= 0:
@@ -1150,3 +1283,9 @@ def setns(int fd, int nstype) -> None:
     if fp_setns(fd, nstype) < 0:
         import os
         raise OSError(errno, os.strerror(errno))
+
+
+# fork_after_join: 0 = no fork; MIRROR = the intermediate waits and exits as the new process does (its
+# parent keeps a child to wait on); LEAVE = it exits at once (detached exec: orphan to the subreaper).
+FORK_MIRROR = FP_FORK_MIRROR
+FORK_LEAVE = FP_FORK_LEAVE

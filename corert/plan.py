@@ -166,15 +166,17 @@ def _capabilities(process: dict, plan: LaunchPlan) -> None:
         setattr(plan, f"cap_{name}", mask)
 
 
-def _seccomp(config: dict, cache_dir: Path | None) -> bytes | None:
+def _seccomp(config: dict, cache_dir: Path | None, plan: LaunchPlan) -> None:
     profile = config.get("linux", {}).get("seccomp")
     if not profile:
-        return None
+        return
     from corert.drivers.security.seccomp import compile_seccomp
     compiled = compile_seccomp(profile, cache_dir)
-    if compiled.needs_listener:
-        raise ConfigError("linux.seccomp.listenerPath", "seccomp notify is not supported by corert yet")
-    return compiled.bpf
+    plan.seccomp_bpf = compiled.bpf
+    plan.seccomp_flags = compiled.flags
+    # SCMP_ACT_NOTIFY rules: the child sends the notify fd before READY and `create` hands it to
+    # listenerPath (corert.drivers.security.notify).
+    plan.seccomp_listener = compiled.needs_listener
 
 
 def compile_plan(config: dict, bundle: Path, *, cgroup_mounts: list[tuple[str, str]] = (),
@@ -236,7 +238,7 @@ def compile_plan(config: dict, bundle: Path, *, cgroup_mounts: list[tuple[str, s
 
     _capabilities(process, plan)
     plan.no_new_privs = bool(process.get("noNewPrivileges"))
-    plan.seccomp_bpf = _seccomp(config, seccomp_cache)
+    _seccomp(config, seccomp_cache, plan)
     plan.oom_score_adj = process.get("oomScoreAdj")
     plan.terminal = bool(process.get("terminal"))
     plan.exec_fifo = exec_fifo.encode() if exec_fifo else None

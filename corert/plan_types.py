@@ -49,6 +49,7 @@ class LaunchPlan:
 
     # Filesystem. rootfs empty = exec into an existing container (no mounts, no pivot).
     rootfs: bytes = b""
+    rootfs_mount: tuple[bytes, bytes] | None = None   # (fstype, data) mounted on rootfs by the child
     rootfs_propagation: int = 0
     readonly_rootfs: bool = False
     no_pivot: bool = False
@@ -84,6 +85,7 @@ class LaunchPlan:
     no_new_privs: bool = False
     seccomp_bpf: bytes | None = None   # struct sock_filter[] as raw bytes
     seccomp_listener: bool = False     # SECCOMP_FILTER_FLAG_NEW_LISTENER: send the notify fd to the parent
+    seccomp_flags: int = 0             # SECCOMP_FILTER_FLAG_* given to seccomp(2) (incl. NEW_LISTENER)
     oom_score_adj: int | None = None   # written by the parent
 
     # Process plumbing.

@@ -113,7 +113,14 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(_HELP)
             return 0
         log.debug(f"corert {' '.join(argv)}")
-        if route(verb, rest) == "front":
+        where = route(verb, rest)
+        if where == "oci" and verb == "exec":  # `exec NAME` / `exec -it`: docker's, which resolves names
+            from corert.cli.parse import is_front_exec
+            from corert.engine.state import default_root
+
+            if is_front_exec(rest, options.root or str(default_root())):
+                where = "front"
+        if where == "front":
             frontend = True
             return _front_door(argv)
         ns = parse_verb(verb, rest)

@@ -44,11 +44,13 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus")
     p.add_argument("--pids-limit", type=int)
     p.add_argument("--net", "--network", dest="net", default="none")
+    p.add_argument("-p", "--publish", action="append", default=[], help="[HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]")
     p.add_argument("--entrypoint")
     p.add_argument("--cap-add", action="append", default=[])
     p.add_argument("--cap-drop", action="append", default=[])
     p.add_argument("--privileged", action="store_true")
     p.add_argument("--security-opt", action="append", default=[])
+    p.add_argument("--userns", help="auto: map container root to a free unprivileged host id range")
     p.add_argument("--cgroup-manager", default="auto", choices=["auto", "v1", "v2", "none"])
     p.add_argument("--trace", action="store_true", help="print where the milliseconds of the start go")
     p.add_argument("image")
@@ -68,8 +70,8 @@ def cmd_run(options, args: list[str]) -> int:
         command=ns.command, entrypoint=[ns.entrypoint] if ns.entrypoint else None, env=ns.env,
         workdir=ns.workdir, user=ns.user, hostname=ns.hostname, tty=ns.tty, interactive=ns.interactive,
         volumes=ns.volume, tmpfs=ns.tmpfs, read_only=ns.read_only, memory=ns.memory, cpus=ns.cpus,
-        pids_limit=ns.pids_limit, net=ns.net, cap_add=ns.cap_add, cap_drop=ns.cap_drop,
-        privileged=ns.privileged, security_opt=ns.security_opt)
+        pids_limit=ns.pids_limit, net=ns.net, publish=ns.publish, cap_add=ns.cap_add, cap_drop=ns.cap_drop,
+        privileged=ns.privileged, security_opt=ns.security_opt, userns=ns.userns)
     store = _store(options)
     stdio = None
     null = -1
@@ -85,21 +87,30 @@ def cmd_run(options, args: list[str]) -> int:
             os.close(null)
     record, created = managed.record, managed.created
     from corert.engine.control import start
+    from corert.engine.delete import delete
     if ns.detach:
         for fd in (created.pidfd, created.pty_master):
             if fd >= 0:
                 os.close(fd)
-        start(store, record.id)
+        try:
+            start(store, record.id)
+        except BaseException:   # a container that never ran is not left behind
+            delete(store, record.id, force=True)
+            forget(record)
+            raise
+        if ns.rm:
+            from corert.frontend.containers import remove_when_exited
+            remove_when_exited(store, record)
         print(record.id)
         return 0
     from corert.engine.run import supervise
-    code = supervise(store, record.id, created, keep=True, start=start)
-    if ns.rm:
-        from corert.engine.delete import delete
-        delete(store, record.id, force=True)
-        forget(record)
-    # Without --rm a stopped container stays for `ps -a`, `logs`, `diff`, `commit` and `rm`.
-    return code
+    try:
+        # Without --rm a stopped container stays for `ps -a`, `logs`, `diff`, `commit` and `rm`.
+        return supervise(store, record.id, created, keep=not ns.rm, start=start)
+    finally:
+        if ns.rm:   # also when interrupted: --rm leaves nothing
+            delete(store, record.id, force=True)
+            forget(record)
 
 
 def _age(seconds: float) -> str:
@@ -210,8 +221,8 @@ def cmd_commit(options, args: list[str]) -> int:
     p.add_argument("container")
     p.add_argument("name")
     ns = p.parse_args(args)
-    _store_, record = _find(options, ns.container)
-    image = commit(record, ns.name)
+    store, record = _find(options, ns.container)
+    image = commit(record, ns.name, store=store)
     print(image.id)
     return 0
 
@@ -265,8 +276,7 @@ def _image_verb(args: list[str]) -> int:
             store.tag(ns.source, ns.target)
         elif ns.action == "inspect":
             import json
-            from dataclasses import asdict
-            print(json.dumps(asdict(store.get(ns.image)), indent=2))
+            print(json.dumps(store.inspect(ns.image), indent=2))
         elif ns.action == "export":
             from pathlib import Path
             store.export_oci(ns.image, Path(ns.dest))
@@ -305,8 +315,27 @@ def cmd_exec(options, args: list[str]) -> int:
     return exec_process(store, record.id, process, detach=ns.detach)
 
 
+def cmd_network(options, args: list[str]) -> int:
+    """`corert network ls | prune`: the bridge's leases, and cleanup after crashes (removes the bridge,
+    its NAT table and restores ip_forward once no container uses it)."""
+    p = _Parser(prog="corert network")
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("ls")
+    sub.add_parser("prune")
+    ns = p.parse_args(args)
+    from corert.drivers.network import bridge
+    if ns.action == "prune":
+        for line in bridge.prune():
+            print(f"removed {line}")
+        return 0
+    for ip, lease in sorted(bridge.leases().items()):
+        print(f"{bridge.BRIDGE}\t{ip}\t{lease.get('name', '')}\t{lease['id'][:12]}")
+    return 0
+
+
 VERBS = {"run": cmd_run, "ps": cmd_ps, "logs": cmd_logs, "stop": cmd_stop, "rm": cmd_rm, "diff": cmd_diff,
-         "commit": cmd_commit, "images": cmd_images, "image": cmd_image, "exec": cmd_exec}
+         "commit": cmd_commit, "images": cmd_images, "image": cmd_image, "exec": cmd_exec,
+         "network": cmd_network}
 
 
 def main(argv: list[str]) -> int:

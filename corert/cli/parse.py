@@ -288,7 +288,8 @@ def parse_verb(verb: str, args: list[str]):  # -> argparse.Namespace
 
 # ---- front door dispatch -------------------------------------------------------------------------
 
-FRONT_VERBS = frozenset({"images", "image", "logs", "stop", "rm", "diff", "commit", "pull", "build", "stats"})
+FRONT_VERBS = frozenset({"images", "image", "logs", "stop", "rm", "diff", "commit", "pull", "build", "stats",
+                         "network"})
 
 _OCI_RUN_VALUE_FLAGS = frozenset({"--bundle", "-b", "--pid-file", "--console-socket", "--preserve-fds"})
 _OCI_RUN_BOOL_FLAGS = frozenset({"--detach", "-d", "--keep", "--no-pivot", "--no-new-keyring",
@@ -340,6 +341,38 @@ def is_oci_ps(args: list[str]) -> bool:
             return True
         i += 1
     return False
+
+
+_FRONT_EXEC_FLAGS = frozenset({"-i", "--interactive", "-w", "--workdir"})
+
+
+def is_front_exec(args: list[str], state_root: str) -> bool:
+    """`exec` is the front door's (docker's) when it uses a docker-only flag (-i, -w, combined short flags
+    such as -it) or names its container by something that is no container directory under the state root
+    (a container name or an id prefix); otherwise it is runc's."""
+    table = _option_table(VERBS["exec"])
+    target = None
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if tok == "--":
+            target = args[i + 1] if i + 1 < len(args) else None
+            break
+        if not _looks_like_option(tok):
+            target = tok
+            break
+        name, eq, _ = tok.partition("=")
+        if name in _FRONT_EXEC_FLAGS:
+            return True
+        if not name.startswith("--") and len(name) > 2:
+            if ("-" + name) not in table:
+                return True  # combined short flags: runc has none
+            name = "-" + name
+        opt = table.get(name)
+        if opt is not None and opt.kind != "bool" and not eq:
+            i += 1
+        i += 1
+    return bool(target) and not os.path.isdir(os.path.join(state_root, target))
 
 
 def route(verb: str, args: list[str]) -> str:

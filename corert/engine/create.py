@@ -48,7 +48,7 @@ def create_from_config(store: StateStore, container_id: str, bundle: Path, confi
                        preserve_fds: int = 0, no_pivot: bool = False, cgroup_manager: str = "auto",
                        trace: bool = False, storage: dict | None = None, extra: dict | None = None,
                        keep_pty: bool = False, stdio: tuple[int, int, int] | None = None,
-                       network=None) -> Created:
+                       network=None, rootfs_mount: tuple[str, str] | None = None) -> Created:
     """Create a container from an already validated config. Shared by the CLI, the front door and the API.
 
     `network`, when given, has attach(pid) -> state dict (called once the container's network namespace
@@ -95,12 +95,17 @@ def create_from_config(store: StateStore, container_id: str, bundle: Path, confi
             plan, joins = compile_plan(
                 config, bundle, cgroup_mounts=cgroup.container_mounts(), cgroup_dir_fd=cgroup_fd,
                 exec_fifo=fifo, preserve_fds=preserve_fds, no_pivot=no_pivot,
-                seccomp_cache=store.root / ".seccomp-cache",
+                seccomp_cache=store.root / "@seccomp-cache",
                 set_groups=setgroups_allowed(linux.get("gidMappings") or []))
             plan.stdio = stdio
+            if rootfs_mount:
+                plan.rootfs_mount = (rootfs_mount[0].encode(), rootfs_mount[1].encode())
             join_fds = [(nstype, os.open(path, os.O_RDONLY | os.O_CLOEXEC)) for nstype, path in joins]
             try:
                 launcher = _fastpath.Launcher(plan, join_fds, fifo_fd=fifo_fd)
+                if plan.seccomp_listener:   # the child sends the notify fd before READY
+                    from corert.drivers.security.notify import hand_over
+                    launcher.on_seccomp_fd = lambda fd: hand_over(store, record, linux["seccomp"], fd)
                 pid = launcher.spawn()
             finally:
                 for _, fd in join_fds:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 from corert.engine.state import StateStore
+from corert.errors import CorertError
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
@@ -57,6 +59,7 @@ def supervise(store: StateStore, container_id: str, created, *, keep: bool, star
             from corert.engine.console import relay
             relay(created.pty_master)
         _pid, status = os.waitpid(pid, 0)
+        report_oom(container_id, created.record.cgroup, status)
         return exit_code_of(status)
     finally:
         for sig, handler in previous.items():
@@ -66,6 +69,25 @@ def supervise(store: StateStore, container_id: str, created, *, keep: bool, star
                 os.close(fd)
         if not keep:
             delete(store, container_id, force=True)
+
+
+def report_oom(container_id: str, cgroup_state: dict | None, status: int) -> bool:
+    """Say on stderr when the kernel OOM killer struck the container (asked before its cgroup is deleted).
+
+    The exit code stays the process's own: 137 when the init itself was killed.
+    """
+    if not cgroup_state:
+        return False
+    from corert.drivers.cgroups import load_handle
+
+    try:
+        killed = load_handle(cgroup_state).oom_killed()
+    except (OSError, CorertError):
+        return False   # no memory controller / cgroup already gone: nothing to report
+    if killed:
+        who = "was" if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL else "had a process"
+        sys.stderr.write(f"corert: container {container_id} {who} OOM-killed (memory limit reached)\n")
+    return killed
 
 
 def forward_signal(pid: int, sig: int) -> None:

@@ -31,6 +31,7 @@ class RunOptions:
     cpus: str | None = None
     pids_limit: int | None = None
     net: str = "none"
+    publish: list[str] = field(default_factory=list)        # [HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     privileged: bool = False
@@ -139,7 +140,8 @@ def _resources(opts: RunOptions) -> dict:
 
 
 def _security(config: dict, opts: RunOptions) -> None:
-    from corert.drivers.security.capabilities import DOCKER_DEFAULT_CAPS, apply_cap_changes, privileged_caps
+    from corert.drivers.security.capabilities import (DOCKER_DEFAULT_CAPS, apply_cap_changes, held_caps,
+                                                      privileged_caps)
     from corert.drivers.security.paths import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
     from corert.drivers.security.seccomp import load_default_profile
 
@@ -162,11 +164,13 @@ def _security(config: dict, opts: RunOptions) -> None:
         else:
             raise UsageError(f"unsupported --security-opt {item!r}")
     if opts.privileged:
-        caps = privileged_caps()
+        caps = held_caps(privileged_caps())
         seccomp = None
         linux["maskedPaths"], linux["readonlyPaths"] = [], []
     else:
         caps = apply_cap_changes(list(DOCKER_DEFAULT_CAPS), opts.cap_add, opts.cap_drop)
+        if any(c.strip().upper() == "ALL" for c in opts.cap_add):
+            caps = held_caps(caps)
         linux["maskedPaths"] = list(DEFAULT_MASKED_PATHS)
         linux["readonlyPaths"] = list(DEFAULT_READONLY_PATHS)
     process["capabilities"] = {name: list(caps) for name in ("bounding", "effective", "permitted")}
@@ -175,11 +179,17 @@ def _security(config: dict, opts: RunOptions) -> None:
         linux["seccomp"] = seccomp
 
 
-def build_config(image_config: dict, opts: RunOptions, rootfs: Path, *, rootless: bool = False) -> dict:
-    """The OCI config for one container of an image (docker's defaults where the options are silent)."""
+def build_config(image_config: dict, opts: RunOptions, rootfs: Path, *, rootless: bool = False,
+                 id_maps: tuple[list[dict], list[dict]] | None = None, network=None) -> dict:
+    """The OCI config for one container of an image (docker's defaults where the options are silent).
+
+    Rootless: `id_maps` (uidMappings, gidMappings) replace the spec's single-id map when given.
+    `network` is a corert.drivers.network.Prepared: its namespace, mounts and hostname go into the config."""
     from corert.spec.defaults import default_spec
 
     config = default_spec(rootless=rootless)
+    if rootless and id_maps:
+        config["linux"]["uidMappings"], config["linux"]["gidMappings"] = id_maps
     config["root"] = {"path": str(rootfs), "readonly": opts.read_only}
     process = config["process"]
     process["terminal"] = opts.tty
@@ -192,7 +202,7 @@ def build_config(image_config: dict, opts: RunOptions, rootfs: Path, *, rootless
     process["user"] = {"uid": uid, "gid": gid}
     process["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}]
     _clamp_nofile(process["rlimits"])
-    config["hostname"] = opts.hostname or ""
+    config["hostname"] = opts.hostname or (network.hostname if network is not None else None) or ""
     if not config["hostname"]:
         config.pop("hostname")
     config["mounts"] = [m for m in config["mounts"] if not (rootless and m["type"] == "cgroup")]
@@ -200,7 +210,11 @@ def build_config(image_config: dict, opts: RunOptions, rootfs: Path, *, rootless
     linux = config["linux"]
     linux["resources"] = {**linux.get("resources", {}), **_resources(opts)}
     namespaces = [ns for ns in linux["namespaces"] if ns["type"] != "network"]
-    if opts.net == "none":
+    if network is not None:
+        if network.namespace is not None:
+            namespaces.append(network.namespace)
+        config["mounts"] += network.mounts
+    elif opts.net == "none":
         namespaces.append({"type": "network"})
     elif opts.net != "host":
         raise UsageError(f"--net={opts.net} is not available yet (use none or host)")
@@ -209,8 +223,27 @@ def build_config(image_config: dict, opts: RunOptions, rootfs: Path, *, rootless
         config["mounts"] = [m for m in config["mounts"] if m["type"] != "sysfs"] + [
             {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}]
     _security(config, opts)
+    _userns(config, opts, rootless)
     config["annotations"] = dict(opts.annotations)
     return config
+
+
+def _userns(config: dict, opts: RunOptions, rootless: bool) -> None:
+    """--userns=auto: container root becomes an unprivileged host id range (see drivers/security/userns).
+
+    The rootfs keeps its host ownership, so inside it shows as nobody:nogroup: the container writes where
+    the image lets everyone write (/tmp), its tmpfs mounts (/dev, /dev/shm, /run) and volumes.
+    """
+    if opts.userns in (None, "", "host"):
+        return
+    if opts.userns != "auto":
+        raise UsageError(f"unsupported --userns {opts.userns!r}: use auto or host")
+    if rootless:
+        return   # rootless containers always have their own user namespace already
+    from corert.drivers.security.userns import auto_mappings
+    linux = config["linux"]
+    linux["uidMappings"], linux["gidMappings"] = auto_mappings()
+    linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] != "user"] + [{"type": "user"}]
 
 
 def _clamp_nofile(rlimits: list[dict]) -> None:

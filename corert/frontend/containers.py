@@ -56,8 +56,13 @@ def _check_name(store: StateStore, name: str) -> None:
 def create_managed(store: StateStore, image_ref: str, opts: RunOptions, *, name: str | None = None,
                    storage: str | None = None, detach: bool = False, auto_remove: bool = False,
                    cgroup_manager: str = "auto", trace: bool = False,
-                   stdio: tuple[int, int, int] | None = None) -> Managed:
-    """Image -> storage rootfs -> OCI config -> engine create. Undone completely on any failure."""
+                   stdio: tuple[int, int, int] | None = None, data_dir: Path | None = None,
+                   extra: dict | None = None) -> Managed:
+    """Image -> storage rootfs -> OCI config -> engine create. Undone completely on any failure.
+
+    `data_dir` replaces the default data root (images and container dirs; recorded so `rm` finds it);
+    `extra` adds bookkeeping to the record (the embedding API records its owner process there).
+    """
     from corert.drivers.storage import get_driver
     from corert.engine.create import create_from_config
     from corert.engine.undo import UndoStack
@@ -65,21 +70,39 @@ def create_managed(store: StateStore, image_ref: str, opts: RunOptions, *, name:
     from corert.spec.load import validate
 
     rootless = os.geteuid() != 0
+    id_maps = None
+    if rootless:
+        from corert.rootless import check_host, id_mappings
+        from corert.drivers.storage import default_driver_name
+        check_host(storage or default_driver_name())
+        uid_maps, gid_maps, note = id_mappings()
+        id_maps = (uid_maps, gid_maps)
+        _note_once(store, "idmap", note)
+        from corert.drivers.cgroups import detect
+        _note_once(store, "cgroups", detect(cgroup_manager).note)
     container_id = secrets.token_hex(32)
     name = name or f"corert-{container_id[:12]}"
+    if opts.hostname is None and opts.net != "host" and not opts.net.startswith("container:"):
+        # docker: the short id, not the host's name (container:NAME shares NAME's UTS name instead)
+        import dataclasses
+        opts = dataclasses.replace(opts, hostname=container_id[:12])
     _check_name(store, name)
-    images = ImageStore(data_root())
+    root = Path(data_dir) if data_dir is not None else data_root()
+    images = ImageStore(root)
     try:
         image = images.get(image_ref) if not _is_default(image_ref) else _default_image(images, image_ref)
         layers = images.layer_dirs(image)
-        container_dir = data_root() / "containers" / container_id
+        container_dir = root / "containers" / container_id
         with UndoStack() as undo:
             container_dir.mkdir(parents=True, mode=0o700)
             undo.push("container directory", lambda: _remove_tree(container_dir))
             driver = get_driver(storage, rootless=rootless)
             prepared = driver.prepare(container_id, layers, container_dir / "storage")
             undo.push("rootfs", prepared.teardown)
-            config = build_config(image.config, opts, prepared.rootfs, rootless=rootless)
+            network = prepare_network(store, opts, container_id, container_dir, name)
+            undo.push("network", network.teardown)
+            config = build_config(image.config, opts, prepared.rootfs, rootless=rootless, id_maps=id_maps,
+                                  network=network)
             bundle = container_dir / "bundle"
             bundle.mkdir()
             (bundle / "config.json").write_text(json.dumps(config, indent=1))
@@ -87,7 +110,9 @@ def create_managed(store: StateStore, image_ref: str, opts: RunOptions, *, name:
             log_path = container_dir / "ctr.log"
             extra = {"managed": True, "name": name, "image": image.id, "image_ref": image_ref,
                      "command": config["process"]["args"], "log": str(log_path), "auto_remove": auto_remove,
-                     "data_dir": str(container_dir), "created_unix": time.time()}
+                     "data_dir": str(container_dir), "created_unix": time.time(), **(extra or {})}
+            if data_dir is not None:
+                extra["data_root"] = str(root)
             log_fd = -1
             if detach and not opts.tty:
                 log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -96,7 +121,8 @@ def create_managed(store: StateStore, image_ref: str, opts: RunOptions, *, name:
             try:
                 created = create_from_config(
                     store, container_id, bundle, config, storage={**prepared.state()},
-                    extra=extra, keep_pty=True, cgroup_manager=cgroup_manager, trace=trace, stdio=stdio)
+                    extra=extra, keep_pty=True, cgroup_manager=cgroup_manager, trace=trace, stdio=stdio,
+                    rootfs_mount=prepared.child_mount, network=network.handle)
             finally:
                 if log_fd >= 0:
                     os.close(log_fd)
@@ -106,6 +132,37 @@ def create_managed(store: StateStore, image_ref: str, opts: RunOptions, *, name:
         return Managed(record=created.record, created=created)
     finally:
         images.close()
+
+
+def _note_once(store: StateStore, key: str, note: str | None) -> None:
+    """Rootless limitations are said once per state root, not on every run."""
+    if not note:
+        return
+    marker = store.root / f"@note-{key}"
+    if marker.exists():
+        return
+    import sys
+    print(f"corert: note: {note}", file=sys.stderr)
+    try:
+        store.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        marker.touch()
+    except OSError:
+        pass
+
+
+def prepare_network(store: StateStore, opts: RunOptions, container_id: str, container_dir: Path, name: str):
+    """The --net driver's first step (address, /etc files) -> corert.drivers.network.Prepared."""
+    from corert.drivers.network import NetOptions, get_driver, parse_publish
+
+    def resolve(ref: str) -> tuple[int, str | None]:
+        target = find(store, ref)
+        if live_status(store, target) not in ("created", "running", "paused"):
+            raise CorertError(f"cannot join the network of container {ref}: it is not running")
+        return target.pid, target.extra.get("data_dir")
+
+    net_opts = NetOptions(publish=[parse_publish(p) for p in opts.publish], hostname=opts.hostname,
+                          state_dir=str(store.container_dir(container_id)), resolve_container=resolve)
+    return get_driver(opts.net).prepare(container_id, str(container_dir), name, net_opts)
 
 
 def _is_default(ref: str) -> bool:
@@ -141,7 +198,8 @@ def forget(record: ContainerRecord) -> None:
     """The front-door bookkeeping that outlives the OCI state: image user and data directory."""
     from corert.images.store import ImageStore
 
-    images = ImageStore(data_root())
+    root = record.extra.get("data_root")
+    images = ImageStore(Path(root) if root else data_root())
     try:
         images.remove_user(record.id)
     finally:
@@ -172,5 +230,55 @@ def stop(store: StateStore, record: ContainerRecord, timeout: float = 10.0, sig:
             poller.poll(5000)
     except ProcessLookupError:
         pass
+    finally:
+        os.close(pidfd)
+
+
+def remove_when_exited(store: StateStore, record: ContainerRecord) -> None:
+    """`run -d --rm`: a detached watcher process removes the container once its init has exited.
+
+    The front end itself returns at once (the container must outlive it); the watcher is double-forked
+    and in its own session, so it is no child of the caller and survives the caller's terminal closing.
+    """
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    code = 0
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        os.chdir("/")   # pin no mount
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, 65536)   # no lock, database or log fd of the front end outlives it here
+        _wait_exit(record)
+        from corert.engine.delete import delete
+
+        delete(store, record.id, force=True)
+        forget(record)
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _wait_exit(record: ContainerRecord) -> None:
+    """Block until the recorded init exits (a pidfd: no pid-reuse race once the start time matched)."""
+    import select
+    from corert.engine.state import init_alive
+
+    try:
+        pidfd = os.pidfd_open(record.pid)
+    except ProcessLookupError:
+        return
+    try:
+        if not init_alive(record):   # the pid was already reused: our container is gone
+            return
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.poll()
     finally:
         os.close(pidfd)

@@ -60,8 +60,15 @@ def is_reserved_xattr(name: str) -> bool:
     return name.startswith(RESERVED_XATTR_PREFIXES)
 
 
+ENV_DATA_ROOT = "CORERT_DATA_ROOT"
+
+
 def default_store_root() -> Path:
-    """/var/lib/corert for root, else $XDG_DATA_HOME/corert (default ~/.local/share/corert)."""
+    """$CORERT_DATA_ROOT if set; else /var/lib/corert for root, $XDG_DATA_HOME/corert (default
+    ~/.local/share/corert) for other users."""
+    override = os.environ.get(ENV_DATA_ROOT)
+    if override:
+        return Path(os.path.abspath(override))
     if os.geteuid() == 0:
         return Path("/var/lib/corert")
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")

@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+# Absolute symlink targets in test layers point here, a path that never exists on the host, so a test
+# that follows a link through a host-side mount can never touch a host file.
+HOST_ABSENT = "/corert-test-absent/target"
+
 from corert.drivers.storage.fuse import FuseOverlayDriver
 from corert.drivers.storage.fuse.driver import fuse_mount_at
 from corert.errors import ResourceError
@@ -115,7 +119,7 @@ def build_stack(base: Path) -> list[Path]:
     os.setxattr(l2 / "opq", "trusted.overlay.opaque", b"y")
     write(l2 / "mv/c", "c\n")
     # l3 (top)
-    os.symlink("/etc/passwd", l3 / "link")
+    os.symlink(HOST_ABSENT, l3 / "link")
     write(l3 / "etc/passwd", "root:x:0:0:top\n")
     os.setxattr(l3 / "etc/passwd", "user.origin", b"l3")
     write(l3 / "top", "top\n")
@@ -146,7 +150,7 @@ def expected_view() -> dict[str, tuple]:
         "owned": d + (0o755, 1000, 1000, ()),
         "owned/file": ("f", b"mine\n", 1, 0o640, 1000, 1000, ()),
         "tmp": d + (0o1777, 0, 0, ()),
-        "link": ("l", "/etc/passwd", 0o777, 0, 0, ()),
+        "link": ("l", HOST_ABSENT, 0o777, 0, 0, ()),
         "top": ("f", b"top\n", 1, 0o644, 0, 0, ()),
     }
 
@@ -613,10 +617,19 @@ def test_random_operations_match_kernel_overlayfs(tmp_path: Path, mounted, stack
     def op(root: Path, kind: str, a: str, b: str, n: int):  # noqa: ANN202
         pa, pb = root / a, root / b
         if kind == "write":
-            with open(pa, "a" if n % 2 else "w") as f:
-                f.write(f"data{n}\n")
+            # O_NOFOLLOW: a symlink in the stack must never lead a test write onto the host.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if n % 2 else os.O_TRUNC)
+            fd = os.open(pa, flags, 0o644)
+            try:
+                os.write(fd, f"data{n}\n".encode())
+            finally:
+                os.close(fd)
         elif kind == "read":
-            return pa.read_bytes()
+            fd = os.open(pa, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                return os.read(fd, 1 << 20)
+            finally:
+                os.close(fd)
         elif kind == "unlink":
             os.unlink(pa)
         elif kind == "mkdir":

@@ -105,3 +105,21 @@ def apply_cap_changes(
         caps = [c for c in _normalize(base, "capabilities") if c not in drops and c != "ALL"]
         caps += [c for c in adds if c not in caps]
     return caps
+
+
+def held_caps(names: list[str]) -> list[str]:
+    """The names among `names` that this process's bounding set still has: what it can hand on at all.
+
+    `--privileged` and `--cap-add=ALL` mean "everything we have", as podman reads them; on a host whose
+    root was started without some capability (CAP_SYS_RESOURCE here) asking for it would fail capset."""
+    from corert.spec.capabilities import CAPABILITIES
+
+    bounding = -1
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    bounding = int(line.split()[1], 16)
+    except (OSError, ValueError):
+        return list(names)
+    return [n for n in names if bounding >> CAPABILITIES[n] & 1]

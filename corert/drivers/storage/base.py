@@ -25,6 +25,9 @@ class PreparedRootfs:
     """A rootfs made by a driver for one container: what the runtime mounts as /, and how to undo it."""
 
     rootfs: Path
+    # (fstype, options) when the rootfs must be mounted by the container's init inside its own user and
+    # mount namespaces (rootless kernel overlayfs) instead of already being mounted on the host.
+    child_mount: tuple[str, str] | None = None
 
     def state(self) -> dict:
         """JSON-serialisable description, enough for another process to tear it down (see Driver.load)."""

@@ -89,8 +89,18 @@ class OverlayDriver(StorageDriver):
             return ["index=off", "userxattr"]
         return ["index=off", "redirect_dir=off", "metacopy=off"]
 
+    def in_child(self) -> bool:
+        """An unprivileged user cannot mount overlayfs here, but may inside the container's own user and
+        mount namespaces (kernel >= 5.11 with userxattr): the fast path mounts it there instead."""
+        return self.rootless and os.geteuid() != 0
+
     def prepare(self, container_id: str, layers: list[Path], container_dir: Path) -> OverlayRootfs:
         layers = check_layers(layers)
+        if self.in_child():
+            data = self._child_mount_data([str(p) for p in reversed(layers)], Path(os.path.abspath(container_dir)))
+            if len(data) >= 4096:
+                raise ResourceError(f"storage: {len(layers)} layers are too many for a rootless overlay mount "
+                                    "(one page of mount options); use --storage=fuse")
         container_dir = Path(os.path.abspath(container_dir))
         check_no_overlap(layers, container_dir)
         created: list[Path] = []
@@ -116,7 +126,8 @@ class OverlayDriver(StorageDriver):
                 if not (self.rootless and e.errno in (errno.EPERM, errno.EINVAL)):
                     raise  # rootless: the image root's owner may be unmapped; ours will do
             os.chmod(upper, stat.S_IMODE(top.st_mode))
-            self._mount(layers, container_dir)
+            if not self.in_child():
+                self._mount(layers, container_dir)
         except BaseException as e:
             if created and is_mounted(created[-1]):
                 unmount(created[-1])
@@ -128,7 +139,14 @@ class OverlayDriver(StorageDriver):
             if isinstance(e, OSError):
                 raise ResourceError(f"storage: overlay for {container_id!r}: {e}") from None
             raise
-        return OverlayRootfs(container_id, container_dir, layers, self.rootless, created_container_dir)
+        rootfs = OverlayRootfs(container_id, container_dir, layers, self.rootless, created_container_dir)
+        if self.in_child():
+            rootfs.child_mount = ("overlay", self._child_mount_data([str(p) for p in reversed(layers)], container_dir))
+        return rootfs
+
+    def _child_mount_data(self, top_first: list[str], container_dir: Path) -> str:
+        return ",".join([f"lowerdir={':'.join(top_first)}", f"upperdir={container_dir / 'upper'}",
+                         f"workdir={container_dir / 'work'}", *self.options()])
 
     def load(self, state: dict) -> OverlayRootfs:
         if state.get("driver") != self.name:

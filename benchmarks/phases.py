@@ -1,0 +1,262 @@
+"""Where the milliseconds of one `corert run --bundle B ID` go: a phase breakdown over fresh processes.
+
+    .venv/bin/python benchmarks/phases.py [--rounds N] [--json OUT] [BUNDLE]
+
+Each round starts a new interpreter (as the installed `corert` would be started) that imports the modules
+the OCI `run` path needs, then calls corert.cli.main() with timing wrappers around the engine's steps.
+Every clock here is CLOCK_MONOTONIC (time.perf_counter_ns, and the fast path's own child timestamps), so
+the parent's spawn/exit times and the child's steps line up. Times are exclusive (a step's nested steps
+are not counted twice); "python glue" is whatever the wrapped steps do not cover. Prints a markdown table
+of medians; --json writes them for report.py.
+"""
+from __future__ import annotations
+
+# Only light imports at the top: the timed child imports this module too, and its start-up is measured.
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+PY = sys.executable
+ID = "corert-phases"
+
+# (label, module, attribute path): wrapped in the child; order is the order of the table.
+WRAPPED = [
+    ("argv parsing (argparse)", "corert.cli.parse", "parse_verb"),
+    ("config.json load + validate", "corert.spec.load", "load_and_validate"),
+    ("state dir reserve (mkdir)", "corert.engine.state", "StateStore.reserve"),
+    ("state.json writes (write, fsync, rename)", "corert.engine.state", "StateStore.save"),
+    ("cgroup create (v1: mkdir x hierarchies)", "corert.drivers.cgroups.v1", "V1Driver.create"),
+    ("launch plan (compile_plan)", "corert.plan", "compile_plan"),
+    ("clone3 (Launcher.spawn)", "corert._fastpath", "Launcher.spawn"),
+    ("cgroup attach (v1: pid -> cgroup.procs x hierarchies)", "corert.drivers.cgroups.v1", "V1Handle.attach"),
+    ("child setup: namespaces, mounts, pivot (parent waits)", "corert._fastpath", "Launcher.wait_stage"),
+    ("start: exec fifo handshake", "corert.engine.control", "start"),
+    ("/bin/true runs and exits (waitpid)", "os", "waitpid"),
+    ("delete: cgroup rmdir, state dir", "corert.engine.delete", "delete"),
+]
+SPAWN = "python start (exec + interpreter + site)"
+IMPORTS = "imports (corert CLI + engine + stdlib)"
+GLUE = "python glue (unwrapped)"
+EXIT = "python exit"
+# The timed child: the clock starts at its first line; this module comes from its cached .pyc, as an
+# installed corert would.
+CHILD = """import time; t_main = time.perf_counter_ns()
+import sys; sys.path.insert(0, sys.argv[1])
+import phases; phases._child(t_main, sys.argv[2], sys.argv[3], [m for m in sys.argv[4].split(",") if m])
+"""
+
+
+# ---- child: one `run`, timed ---------------------------------------------------------------------------
+def _child(t_main: int, bundle: str, root: str, modules: list[str]) -> None:
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+    # From the child's first line: this module's own imports (json, pathlib) are ones corert makes anyway.
+    t_imports = time.perf_counter_ns() - t_main
+
+    inclusive: dict[str, int] = {}
+    nested: dict[str, int] = {}
+    stack: list[str] = []
+
+    def timed(label: str, fn):
+        def wrapper(*a, **kw):
+            stack.append(label)
+            start = time.perf_counter_ns()
+            try:
+                return fn(*a, **kw)
+            finally:
+                dt = time.perf_counter_ns() - start
+                stack.pop()
+                inclusive[label] = inclusive.get(label, 0) + dt
+                if stack:
+                    nested[stack[-1]] = nested.get(stack[-1], 0) + dt
+        return wrapper
+
+    stamps: dict[str, int] = {}
+    for label, module, attr in WRAPPED:
+        owner = importlib.import_module(module)
+        *path, name = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        if module == "corert._fastpath":
+            continue   # an extension type: wrapped by subclassing below
+        setattr(owner, name, timed(label, getattr(owner, name)))
+
+    from corert import _fastpath
+
+    labels = {attr: label for label, module, attr in WRAPPED if module == "corert._fastpath"}
+
+    class TimedLauncher(_fastpath.Launcher):
+        spawn = timed(labels["Launcher.spawn"], _fastpath.Launcher.spawn)
+        _wait = timed(labels["Launcher.wait_stage"], _fastpath.Launcher.wait_stage)
+
+        def wait_stage(self):
+            result = self._wait()
+            stamps.update(self.timestamps())
+            return result
+
+    _fastpath.Launcher = TimedLauncher
+    from corert.cli import main
+
+    code = main(["--root", root, "run", "--bundle", bundle, ID])
+    t_end = time.perf_counter_ns()
+    exclusive = {k: v - nested.get(k, 0) for k, v in inclusive.items()}
+    print(json.dumps({"code": code, "t_main": t_main, "t_end": t_end, "imports": t_imports,
+                      "phases": exclusive, "stamps": stamps}))
+    sys.stdout.flush()
+
+
+# ---- parent: rounds, medians, table --------------------------------------------------------------------
+def _discover(bundle: str, root: str) -> list[str]:
+    """The modules one `run` imports (in import order), so the timed children can import them up front."""
+    import subprocess
+
+    code = ("import sys; before = set(sys.modules); from corert.cli import main; "
+            f"main(['--root', {root!r}, 'run', '--bundle', {bundle!r}, {ID!r}]); "
+            "print('\\n'.join(m for m in sys.modules if m not in before "
+            "and getattr(sys.modules[m], '__spec__', None) is not None))")   # not e.g. cython_runtime
+    # cwd=/: `python -c` puts the cwd first on sys.path, and a source checkout there would shadow the
+    # installed corert (which is what gets measured).
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
+    return [m for m in out.split() if m and m != "__main__"]
+
+
+def _round(bundle: str, root: str, modules: list[str]) -> dict[str, float]:
+    import subprocess
+
+    t_spawn = time.perf_counter_ns()
+    p = subprocess.run([PY, "-c", CHILD, str(Path(__file__).resolve().parent), bundle, root, ",".join(modules)],
+                       capture_output=True, text=True, cwd="/")
+    t_exit = time.perf_counter_ns()
+    if p.returncode != 0:
+        raise SystemExit(f"phases child failed ({p.returncode}): {p.stderr.strip()}")
+    data = json.loads(p.stdout.strip().splitlines()[-1])
+    if data["code"] != 0:
+        raise SystemExit(f"corert run exited {data['code']}: {p.stderr.strip()}")
+    ms = {SPAWN: (data["t_main"] - t_spawn) / 1e6, IMPORTS: data["imports"] / 1e6}
+    for label, _module, _attr in WRAPPED:
+        ms[label] = data["phases"].get(label, 0) / 1e6
+    body = (data["t_end"] - data["t_main"]) / 1e6
+    ms[GLUE] = body - sum(v for k, v in ms.items() if k != SPAWN)
+    ms[EXIT] = (t_exit - data["t_end"]) / 1e6
+    ms["total"] = (t_exit - t_spawn) / 1e6
+    stamps = data["stamps"]
+    if "cloned" in stamps and "ready" in stamps:
+        ms["child: clone -> go (waits for the parent)"] = (stamps["go"] - stamps["cloned"]) / 1e6
+        ms["child: go -> ready (namespaces, mounts, pivot, setup)"] = (stamps["ready"] - stamps["go"]) / 1e6
+    return ms
+
+
+def _python_floor(rounds: int) -> float:
+    """Median of `python -c pass` with this interpreter: the cost of any Python CLI before its first line."""
+    import statistics
+    import subprocess
+
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter_ns()
+        subprocess.run([PY, "-c", "pass"], check=True, cwd="/")
+        times.append((time.perf_counter_ns() - t) / 1e6)
+    return statistics.median(times)
+
+
+def measure(bundle: str, rounds: int) -> dict:
+    import statistics
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="corert-phases-") as root:
+        modules = _discover(bundle, root)
+        samples = [_round(bundle, root, modules) for _ in range(rounds)]
+    keys = list(dict.fromkeys(k for s in samples for k in s))
+    medians = {k: statistics.median(s.get(k, 0.0) for s in samples) for k in keys}
+    return {"rounds": rounds, "medians_ms": medians, "python_c_pass_ms": _python_floor(rounds),
+            "modules_imported": len(modules), "verbs_ms": measure_verbs(bundle, rounds)}
+
+
+VERBS = ("create", "state", "start", "delete")
+
+
+def measure_verbs(bundle: str, rounds: int) -> dict[str, dict[str, float]]:
+    """Median wall time of each OCI verb as its own cold process (what an engine pays per call), corert
+    vs runc, with a pause between rounds so each create pays the same cgroup placement cost."""
+    import statistics
+    import subprocess
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bundles import CORERT, GAP_S, RUNC
+
+    times: dict[str, dict[str, list[float]]] = {"corert": {}, "runc": {}}
+    with tempfile.TemporaryDirectory(prefix="corert-verbs-") as root:
+        for _ in range(rounds):
+            for runtime, binary in (("corert", CORERT), ("runc", RUNC)):
+                time.sleep(GAP_S)
+                for verb in VERBS:
+                    args = {"create": ["create", "--bundle", bundle, ID], "delete": ["delete", "--force", ID]}
+                    argv = [binary, "--root", f"{root}/{runtime}", *args.get(verb, [verb, ID])]
+                    t = time.perf_counter_ns()
+                    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE if verb != "create" else subprocess.DEVNULL)
+                    times[runtime].setdefault(verb, []).append((time.perf_counter_ns() - t) / 1e6)
+                    if p.returncode != 0:
+                        raise SystemExit(f"{' '.join(argv)} exited {p.returncode}: {p.stderr or ''}")
+    return {rt: {verb: statistics.median(v) for verb, v in per.items()} for rt, per in times.items()}
+
+
+def verbs_table(result: dict) -> str:
+    verbs = result.get("verbs_ms")
+    if not verbs:
+        return ""
+    lines = ["| OCI verb, one cold process each | corert ms | runc ms | corert / runc |", "|---|---:|---:|---:|"]
+    for verb in VERBS:
+        c, r = verbs["corert"].get(verb), verbs["runc"].get(verb)
+        if c is not None and r:
+            lines.append(f"| `{verb}` | {c:.2f} | {r:.2f} | {c / r:.1f} |")
+    return "\n".join(lines)
+
+
+def table(result: dict) -> str:
+    med = result["medians_ms"]
+    total = med["total"]
+    lines = ["| phase of `corert run --bundle B ID` | median ms | share |", "|---|---:|---:|"]
+    for k, v in med.items():
+        if k == "total" or k.startswith("child:"):
+            continue
+        lines.append(f"| {k} | {v:.2f} | {100 * v / total:.0f}% |")
+    lines.append(f"| **total (wall, fresh process)** | **{total:.2f}** | |")
+    for k, v in med.items():
+        if k.startswith("child:"):
+            lines.append(f"| {k} (fast path timestamps, overlaps the above) | {v:.2f} | |")
+    lines.append(f"| reference: `python -c pass` | {result['python_c_pass_ms']:.2f} | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("bundle", nargs="?", help="an OCI bundle (default: build the benchmark bundle)")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--json", help="write the medians here")
+    ns = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="corert-phases-bundle-") as tmp:
+        bundle = ns.bundle
+        if bundle is None:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from bundles import make_bundle
+            bundle = str(make_bundle(Path(tmp) / "bundle"))
+        result = measure(os.path.abspath(bundle), ns.rounds)
+    print(table(result))
+    print()
+    print(verbs_table(result))
+    if ns.json:
+        Path(ns.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(ns.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

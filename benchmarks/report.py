@@ -1,0 +1,264 @@
+"""Turn a pytest-benchmark JSON into the results: a markdown table, ratios vs the targets, a PNG chart,
+and the results section of benchmarks/README.md (between the marker comments).
+
+    .venv/bin/python benchmarks/report.py [benchmark-json] [--phases phases.json] [--no-readme]
+
+Default input: benchmarks/results/latest.json (what `benchmarks/run` writes). Prints the markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS = BENCH_DIR / "results"
+README = BENCH_DIR / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+TARGET_VS_RUNC = 0.8      # issue 2: `corert run` at most 0.8x runc
+STRETCH_VS_CRUN = 1.5     # stretch: within 1.5x crun
+
+
+class ReportError(Exception):
+    """The input cannot be turned into a report (one line, printed by main)."""
+
+
+@dataclass
+class Row:
+    group: str
+    label: str
+    runtime: str
+    median: float      # seconds
+    q1: float
+    q3: float
+    rounds: int
+    extra: dict
+
+    @property
+    def ms(self) -> float:
+        return self.median * 1e3
+
+
+def load(path: Path) -> tuple[list[Row], dict]:
+    """The benchmarks of a pytest-benchmark JSON as rows, plus the JSON's machine_info/datetime."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ReportError(f"cannot read benchmark JSON {path}: {e}") from None
+    rows = []
+    for b in data.get("benchmarks") or []:
+        extra, stats = b.get("extra_info") or {}, b["stats"]
+        rows.append(Row(group=b.get("group") or "", label=extra.get("label") or b["name"],
+                        runtime=extra.get("runtime") or "", median=stats["median"], q1=stats["q1"],
+                        q3=stats["q3"], rounds=stats["rounds"], extra=extra))
+    if not rows:
+        raise ReportError(f"{path} holds no benchmarks")
+    return rows, {"machine_info": data.get("machine_info") or {}, "datetime": data.get("datetime", "")}
+
+
+def _find(rows: list[Row], group: str, runtime: str) -> Row | None:
+    return next((r for r in rows if r.group == group and r.runtime == runtime), None)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def summary(rows: list[Row]) -> dict:
+    """The headline numbers (ms) and ratios. crun 'net' subtracts the unshare+umount wrapper's median once
+    per CLI call (a difference of medians: an estimate, reported next to the raw number)."""
+    med = {rt: (r.ms if (r := _find(rows, "run", rt)) else None)
+           for rt in ("corert", "runc", "crun", "wrapper", "floor")}
+    crun_net = med["crun"] - med["wrapper"] if med["crun"] is not None and med["wrapper"] is not None else None
+    csd = {rt: (r.ms if (r := _find(rows, "create-start-delete", rt)) else None) for rt in ("corert", "runc", "crun")}
+    csd_crun_net = (csd["crun"] - 3 * med["wrapper"]) if csd["crun"] is not None and med["wrapper"] is not None \
+        else None
+    return {
+        "run_ms": {**med, "crun_net": crun_net},
+        "csd_ms": {**csd, "crun_net": csd_crun_net},
+        "ratios": {
+            "corert/runc": _ratio(med["corert"], med["runc"]),
+            "corert/crun": _ratio(med["corert"], med["crun"]),
+            "corert/crun_net": _ratio(med["corert"], crun_net),
+            "corert/floor": _ratio(med["corert"], med["floor"]),
+            "csd corert/runc": _ratio(csd["corert"], csd["runc"]),
+            "csd corert/crun_net": _ratio(csd["corert"], csd_crun_net),
+        },
+    }
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _verdict(ratio: float | None, target: float) -> str:
+    if ratio is None:
+        return "not measured"
+    return "met" if ratio <= target else f"missed ({ratio / target:.1f}x over)"
+
+
+def _latency_table(rows: list[Row], group: str, floor_ms: float | None, extra_rows=()) -> list[str]:
+    lines = ["| what | median ms | IQR ms | rounds | x floor |", "|---|---:|---:|---:|---:|"]
+    for r in sorted((r for r in rows if r.group == group), key=lambda r: r.median):
+        lines.append(f"| {r.label} | {r.ms:.2f} | {(r.q3 - r.q1) * 1e3:.2f} | {r.rounds} | "
+                     f"{_fmt(_ratio(r.ms, floor_ms), '.1f')} |")
+    for label, ms in extra_rows:
+        if ms is not None:
+            lines.append(f"| {label} | {ms:.2f} | | | {_fmt(_ratio(ms, floor_ms), '.1f')} |")
+    return lines
+
+
+def _import_table(rows: list[Row]) -> list[str]:
+    imports = [r for r in rows if r.group == "image-import"]
+    if not imports:
+        return []
+    lines = ["| what | median s | MB/s (file content) | files/s | x tar -x (same fs) |", "|---|---:|---:|---:|---:|"]
+    for r in sorted(imports, key=lambda r: (r.extra.get("fs", ""), r.median)):
+        tar = next((t for t in imports if t.runtime == "tar" and t.extra.get("fs") == r.extra.get("fs")), None)
+        mbps = r.extra.get("content_bytes", 0) / r.median / 1e6
+        fps = r.extra.get("files", 0) / r.median
+        lines.append(f"| {r.label} | {r.median:.3f} | {mbps:.1f} | {fps:.0f} | "
+                     f"{_fmt(_ratio(r.median, tar.median if tar else None), '.2f')} |")
+    first = imports[0].extra
+    lines.append("")
+    lines.append(f"Layer: {first.get('files')} files, {first.get('content_bytes', 0) / 1e6:.1f} MB of content, "
+                 f"tar {first.get('tar_bytes', 0) / 1e6:.1f} MB.")
+    return lines
+
+
+def phases_table(phases: dict) -> list[str]:
+    """The table of benchmarks/phases.py's JSON (where the milliseconds of one corert run go)."""
+    sys.path.insert(0, str(BENCH_DIR))
+    from phases import table, verbs_table
+    verbs = verbs_table(phases)
+    return [table(phases)] + (["", verbs] if verbs else [])
+
+
+def machine_line(meta: dict, rows: list[Row]) -> str:
+    mi = meta.get("machine_info") or {}
+    cpu = (mi.get("cpu") or {}).get("brand_raw") or mi.get("processor") or "unknown CPU"
+    count = (mi.get("cpu") or {}).get("count", "?")
+    loads = [r.extra["loadavg"] for r in rows if "loadavg" in r.extra]
+    load = f", load average during the run {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+    return (f"{cpu}, {count} vCPU, kernel {mi.get('release') or platform.release()}, "
+            f"Python {mi.get('python_version', '?')}; run {meta.get('datetime', '')[:19]}{load}")
+
+
+def markdown(rows: list[Row], meta: dict, phases: dict | None = None) -> str:
+    s = summary(rows)
+    run, csd, ratio = s["run_ms"], s["csd_ms"], s["ratios"]
+    out = [f"Machine: {machine_line(meta, rows)}.", ""]
+    out += ["### Start latency: `X run --bundle B ID` (/bin/true, the same bundle)", ""]
+    out += _latency_table(rows, "run", run["floor"],
+                          [("crun run, minus the unshare+umount wrapper (estimate)", run["crun_net"])])
+    out += ["", "### Ratios vs the targets", "",
+            "| ratio | value | target | verdict |", "|---|---:|---:|---|",
+            f"| corert run / runc run | {_fmt(ratio['corert/runc'])} | <= {TARGET_VS_RUNC} | "
+            f"{_verdict(ratio['corert/runc'], TARGET_VS_RUNC)} |",
+            f"| corert run / crun run (net of wrapper) | {_fmt(ratio['corert/crun_net'])} | <= {STRETCH_VS_CRUN} "
+            f"(stretch) | {_verdict(ratio['corert/crun_net'], STRETCH_VS_CRUN)} |",
+            f"| corert run / crun run (raw, wrapper included) | {_fmt(ratio['corert/crun'])} | | |",
+            f"| corert run / kernel floor | {_fmt(ratio['corert/floor'], '.1f')} | | |",
+            f"| corert / runc, create+start+delete (3 CLI calls) | {_fmt(ratio['csd corert/runc'])} | | |",
+            f"| corert / crun (net), create+start+delete | {_fmt(ratio['csd corert/crun_net'])} | | |"]
+    if any(r.group == "create-start-delete" for r in rows):
+        out += ["", "### create + start + delete as three CLI calls (what engines do)", ""]
+        out += _latency_table(rows, "create-start-delete", run["floor"],
+                              [("crun, minus 3x the wrapper (estimate)", csd["crun_net"])])
+    if any(r.group == "front-door" for r in rows):
+        out += ["", "### Front door per storage driver: `corert run --rm --storage D busybox true`", ""]
+        out += _latency_table(rows, "front-door", run["floor"])
+    imports = _import_table(rows)
+    if imports:
+        out += ["", "### Image import/unpack throughput (one generated layer)", ""] + imports
+    if phases:
+        out += ["", f"### Where one `corert run` spends its time (benchmarks/phases.py, median of "
+                    f"{phases.get('rounds')} fresh processes)", ""] + phases_table(phases)
+    out += ["", "![start latency](results/start_latency.png)"]
+    return "\n".join(out) + "\n"
+
+
+def chart(rows: list[Row], out: Path) -> None:
+    """Horizontal bars of the start-latency medians (IQR as error bars), one panel per group."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = summary(rows)
+    panels = [(g, title) for g, title in (("run", "run /bin/true (one CLI call)"),
+                                          ("create-start-delete", "create + start + delete (3 CLI calls)"),
+                                          ("front-door", "corert run --rm busybox true, per storage driver"))
+              if any(r.group == g for r in rows)]
+    if not panels:
+        raise ReportError("no start-latency benchmarks to chart")
+    colors = {"corert": "#d62728", "runc": "#1f77b4", "crun": "#2ca02c", "floor": "#7f7f7f", "wrapper": "#bcbd22"}
+    heights = [sum(1 for r in rows if r.group == g) + (1 if g != "front-door" else 0) for g, _ in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.2 + 0.45 * sum(heights) + 0.6 * len(panels)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (group, title) in zip(axes[:, 0], panels):
+        items = [(r.label, r.ms, (r.ms - r.q1 * 1e3, r.q3 * 1e3 - r.ms), colors.get(r.runtime, "#9467bd"))
+                 for r in rows if r.group == group]
+        net = s["run_ms"]["crun_net"] if group == "run" else s["csd_ms"]["crun_net"] if group != "front-door" \
+            else None
+        if net is not None:
+            what = "crun minus unshare wrapper (est.)" if group == "run" else "crun minus 3x unshare wrapper (est.)"
+            items.append((what, net, (0, 0), "#98df8a"))
+        items.sort(key=lambda i: i[1])
+        labels = [i[0] for i in items]
+        values = [i[1] for i in items]
+        ax.barh(labels, values, xerr=[[i[2][0] for i in items], [i[2][1] for i in items]],
+                color=[i[3] for i in items], capsize=3)
+        for y, item in enumerate(items):
+            ax.text(item[1] + item[2][1], y, f"  {item[1]:.1f} ms", va="center", fontsize=8)
+        if group == "run" and s["run_ms"]["runc"]:
+            target = TARGET_VS_RUNC * s["run_ms"]["runc"]
+            ax.axvline(target, color="#1f77b4", linestyle="--", linewidth=1)
+            ax.text(target, -0.45, f" target: {TARGET_VS_RUNC}x runc = {target:.1f} ms", color="#1f77b4",
+                    fontsize=8, va="bottom")
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_xlim(0, max(i[1] + i[2][1] for i in items) * 1.2)
+        ax.set_xlabel("median ms (bars: IQR)", fontsize=8)
+        ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def update_readme(readme: Path, section: str) -> None:
+    """Replace what lies between the BEGIN and END markers; the rest of the README is left as written."""
+    text = readme.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ReportError(f"{readme}: markers {BEGIN} ... {END} not found")
+    readme.write_text(text[:start + len(BEGIN)] + "\n" + section + text[end:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="benchmark JSON -> table, chart, README results")
+    ap.add_argument("json", nargs="?", default=str(RESULTS / "latest.json"))
+    ap.add_argument("--phases", help="phases.py JSON to include (default: results/phases.json if present)")
+    ap.add_argument("--png", default=str(RESULTS / "start_latency.png"))
+    ap.add_argument("--readme", default=str(README))
+    ap.add_argument("--no-readme", action="store_true", help="print only; leave README.md alone")
+    ns = ap.parse_args(argv)
+    try:
+        rows, meta = load(Path(ns.json))
+        phases_path = Path(ns.phases) if ns.phases else RESULTS / "phases.json"
+        phases = json.loads(phases_path.read_text()) if phases_path.exists() else None
+        text = markdown(rows, meta, phases)
+        chart(rows, Path(ns.png))
+        if not ns.no_readme:
+            update_readme(Path(ns.readme), text)
+    except ReportError as e:
+        print(f"report: {e}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The bridge's NAT in the kernel's nftables, through the `nft` tool (Debian's default firewall backend).
+
+One table, `ip corert`, owned by corert alone, exists while the bridge does:
+  prerouting/output (nat) -> publish   for packets to a local address (incl. 127.0.0.1 and the gateway)
+  publish                             one DNAT rule per published port, commented "corert:<container id>"
+  postrouting (nat)                   masquerade: outbound from the subnet; 127.0.0.1 sources (published
+                                      ports used from localhost, with route_localnet on the bridge); and
+                                      hairpin (a container reaching a published port of the bridge)
+Teardown deletes exactly the rules with the container's comment; prune deletes the table.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+from corert.errors import HostUnsupported, ResourceError
+
+TABLE = "corert"
+TAG = "corert:"
+
+
+def _nft_binary() -> str:
+    # sbin may be missing from a user's PATH (sudo, runuser): look there too.
+    path = shutil.which("nft", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if path is None:
+        raise HostUnsupported("--net=bridge needs the nft tool for NAT: apt-get install nftables")
+    return path
+
+
+def _run(args: list[str], script: str | None = None) -> str:
+    proc = subprocess.run([_nft_binary(), *args], input=script, capture_output=True, text=True)
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip().splitlines() or ["failed"])[0]
+        raise ResourceError(f"nft {' '.join(args)}: {detail}")
+    return proc.stdout
+
+
+def table_exists() -> bool:
+    proc = subprocess.run([_nft_binary(), "list", "table", "ip", TABLE], capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+def create_table(bridge: str, subnet: str) -> None:
+    """The chains and the per-bridge masquerade rules, in one atomic transaction."""
+    script = f"""
+table ip {TABLE} {{
+  chain publish {{
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    fib daddr type local jump publish
+  }}
+  chain output {{
+    type nat hook output priority -100; policy accept;
+    fib daddr type local jump publish
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {subnet} oifname != "{bridge}" masquerade
+    oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade
+    oifname "{bridge}" ct status dnat ip saddr {subnet} masquerade
+  }}
+}}
+"""
+    _run(["-f", "-"], script)
+
+
+def delete_table() -> None:
+    if table_exists():
+        _run(["delete", "table", "ip", TABLE])
+
+
+def add_ports(container_id: str, ip: str, ports: list) -> None:
+    """One DNAT rule per mapping (a PortMapping), all in one transaction."""
+    if not ports:
+        return
+    lines = []
+    for p in ports:
+        match = f"ip daddr {p.host_ip} " if p.host_ip else ""
+        lines.append(f'add rule ip {TABLE} publish {match}{p.proto} dport {p.host_port} '
+                     f'dnat to {ip}:{p.container_port} comment "{TAG}{container_id}"\n')
+    _run(["-f", "-"], "".join(lines))
+
+
+def tagged_rules() -> list[tuple[int, str]]:
+    """(handle, container id) of every published-port rule."""
+    if not table_exists():
+        return []
+    out = json.loads(_run(["-j", "list", "chain", "ip", TABLE, "publish"]))
+    found = []
+    for item in out.get("nftables", []):
+        rule = item.get("rule")
+        if rule and str(rule.get("comment", "")).startswith(TAG):
+            found.append((rule["handle"], rule["comment"][len(TAG):]))
+    return found
+
+
+def delete_rules(keep: set[str] | None = None, only: set[str] | None = None) -> int:
+    """Delete the rules of the containers in `only`, or of every container not in `keep`."""
+    doomed = [h for h, cid in tagged_rules()
+              if (only is not None and cid in only) or (keep is not None and cid not in keep)]
+    if doomed:
+        _run(["-f", "-"], "".join(f"delete rule ip {TABLE} publish handle {h}\n" for h in doomed))
+    return len(doomed)

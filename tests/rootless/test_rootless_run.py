@@ -1,0 +1,156 @@
+"""Rootless containers: an unprivileged user made by a fixture runs the front door on the real kernel.
+
+/dev/fuse is 0600 on this machine; a typical host has 0666, so the FUSE tests set that for their duration
+and put it back.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from support import CORERT
+
+USER = "corert-rootless"
+USER_NOSUB = "corert-rootless1"
+
+
+def _runtime_dir(uid: int) -> str:
+    return f"/tmp/corert-test-run-{uid}"
+
+
+def _userdel(name: str) -> None:
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return
+    subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+    time.sleep(0.1)
+    subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
+    shutil.rmtree(_runtime_dir(uid), ignore_errors=True)
+
+
+def _make_user(name: str, subids: bool) -> pwd.struct_passwd:
+    _userdel(name)
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True, capture_output=True)
+    for path in ("/etc/subuid", "/etc/subgid"):
+        # useradd may or may not add a range (SUB_UID_* in login.defs): make it what the test needs.
+        lines = [line for line in open(path).read().splitlines() if not line.startswith(f"{name}:")]
+        if subids:
+            lines.append(f"{name}:400000:65536")
+        with open(path, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+    return pwd.getpwnam(name)
+
+
+@pytest.fixture(scope="module")
+def user():
+    entry = _make_user(USER, subids=True)
+    yield entry
+    _userdel(USER)
+    for path in ("/etc/subuid", "/etc/subgid"):
+        lines = [line for line in open(path).read().splitlines() if not line.startswith(f"{USER}:")]
+        with open(path, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+
+
+@pytest.fixture
+def fuse_open():
+    """/dev/fuse as a typical host has it (0666), restored afterwards."""
+    mode = os.stat("/dev/fuse").st_mode & 0o777
+    os.chmod("/dev/fuse", 0o666)
+    yield
+    os.chmod("/dev/fuse", mode)
+
+
+def as_user(entry, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    runtime_dir = _runtime_dir(entry.pw_uid)
+    os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
+    os.chown(runtime_dir, entry.pw_uid, entry.pw_gid)
+    env = {"PATH": "/usr/bin:/bin", "HOME": entry.pw_dir, "USER": entry.pw_name,
+           "XDG_RUNTIME_DIR": runtime_dir}
+    return subprocess.run(["runuser", "-u", entry.pw_name, "--", "env", *[f"{k}={v}" for k, v in env.items()],
+                           CORERT, *args], capture_output=True, text=True, timeout=timeout, cwd="/")
+
+
+def user_processes(entry, settle: float = 5.0) -> list[str]:
+    """The user's live processes (zombies are only waiting for init to reap them), after at most `settle` s."""
+    deadline = time.time() + settle
+    while True:
+        out = subprocess.run(["ps", "-u", str(entry.pw_uid), "-o", "pid=,stat=,args="], capture_output=True, text=True)
+        live = [line for line in out.stdout.splitlines() if line.strip() and "Z" not in line.split()[1]]
+        if not live or time.time() > deadline:
+            return live
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def clean_user(user):
+    """Every test starts and ends with no container, mount or process of the user."""
+    yield user
+    for name in as_user(user, "ps", "-aq").stdout.split():
+        as_user(user, "rm", "-f", name)
+    assert user_processes(user) == []
+    assert not [line for line in open("/proc/self/mountinfo") if user.pw_dir in line]
+
+
+@pytest.mark.parametrize("storage", ["fuse", "overlay", "vfs"])
+def test_run_as_user(clean_user, fuse_open, storage):
+    r = as_user(clean_user, "run", "--rm", f"--storage={storage}", "busybox", "sh", "-c",
+                "id -u; cat /proc/self/uid_map; echo data > /tmp/f; cat /tmp/f; exit 7")
+    assert r.returncode == 7, r.stderr
+    out = r.stdout.split("\n")
+    assert out[0] == "0"
+    # root maps to the user, 1..65535 to its subuid range: a full map
+    assert out[1].split() == ["0", str(clean_user.pw_uid), "1"]
+    assert out[2].split() == ["1", "400000", "65535"]
+    assert "data" in out[3]
+    assert as_user(clean_user, "ps", "-aq").stdout.split() == []
+
+
+def test_detached_exec_logs_stop_rm(clean_user, fuse_open):
+    r = as_user(clean_user, "run", "-d", "--name", "web", "--storage=fuse", "busybox", "sh", "-c",
+                "echo started; trap 'exit 0' TERM; while :; do sleep 0.1; done")
+    assert r.returncode == 0, r.stderr
+    assert "web" in as_user(clean_user, "ps").stdout
+    e = as_user(clean_user, "exec", "web", "sh", "-c", "echo in-$(hostname)-$$")
+    assert e.returncode == 0 and e.stdout.startswith("in-"), e.stderr
+    deadline = time.time() + 10
+    while "started" not in as_user(clean_user, "logs", "web").stdout:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert as_user(clean_user, "stop", "-t", "5", "web").returncode == 0
+    assert "stopped" in as_user(clean_user, "ps", "-a").stdout
+    assert as_user(clean_user, "rm", "web").returncode == 0
+    assert user_processes(clean_user) == []
+
+
+def test_fuse_inaccessible_is_explained(clean_user):
+    mode = os.stat("/dev/fuse").st_mode & 0o777
+    os.chmod("/dev/fuse", 0o600)
+    try:
+        r = as_user(clean_user, "run", "--rm", "--storage=fuse", "busybox", "true")
+    finally:
+        os.chmod("/dev/fuse", mode)
+    assert r.returncode == 125
+    assert "/dev/fuse" in r.stderr and "chmod 0666" in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+def test_limit_without_delegation_is_an_error(clean_user):
+    r = as_user(clean_user, "run", "--rm", "--storage=overlay", "--memory", "32m", "busybox", "true")
+    assert r.returncode == 125 and "memory" in r.stderr.lower(), r.stderr
+
+
+def test_single_id_map_without_subuids(fuse_open):
+    entry = _make_user(USER_NOSUB, subids=False)
+    try:
+        r = as_user(entry, "run", "--rm", "--storage=overlay", "busybox", "cat", "/proc/self/uid_map")
+        assert r.returncode == 0, r.stderr
+        assert [line.split() for line in r.stdout.splitlines()] == [["0", str(entry.pw_uid), "1"]]
+        assert "single-id" in r.stderr and "/etc/subuid" in r.stderr
+    finally:
+        _userdel(USER_NOSUB)
