@@ -23,7 +23,7 @@ ID = "corert-phases"
 
 # (label, module, attribute path): wrapped in the child; order is the order of the table.
 WRAPPED = [
-    ("argv parsing (argparse)", "corert.cli.parse", "parse_verb"),
+    ("argv parsing", "corert.cli.parse", "parse_verb"),
     ("config.json load + validate", "corert.spec.load", "load_and_validate"),
     ("state dir reserve (mkdir)", "corert.engine.state", "StateStore.reserve"),
     ("state.json writes (write, fsync, rename)", "corert.engine.state", "StateStore.save"),
@@ -173,7 +173,54 @@ def measure(bundle: str, rounds: int) -> dict:
     keys = list(dict.fromkeys(k for s in samples for k in s))
     medians = {k: statistics.median(s.get(k, 0.0) for s in samples) for k in keys}
     return {"rounds": rounds, "medians_ms": medians, "python_c_pass_ms": _python_floor(rounds),
-            "modules_imported": len(modules), "verbs_ms": measure_verbs(bundle, rounds)}
+            "modules_imported": len(modules), "verbs_ms": measure_verbs(bundle, rounds),
+            "imports": import_profile(bundle, min(rounds, 5))}
+
+
+def import_profile(bundle: str, rounds: int, top: int = 14) -> list[dict]:
+    """`python -X importtime` of one `run` (median over rounds): the modules with the most self time,
+    with their cumulative time and the module that imported them. importtime's own overhead inflates
+    these numbers by roughly a third; they rank the costs, the phase table measures them."""
+    import re
+    import statistics
+    import subprocess
+    import tempfile
+
+    line_re = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
+    runs: list[dict[str, tuple[int, int, str]]] = []
+    with tempfile.TemporaryDirectory(prefix="corert-importtime-") as root:
+        code = f"from corert.cli import main; main(['--root', {root!r}, 'run', '--bundle', {bundle!r}, {ID!r}])"
+        for _ in range(rounds):
+            err = subprocess.run([PY, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                                 cwd="/").stderr
+            rows = [(m.group(4), int(m.group(1)), int(m.group(2)), len(m.group(3)))
+                    for m in map(line_re.match, err.splitlines()) if m]
+            found = {}
+            for i, (name, self_us, cum_us, depth) in enumerate(rows):
+                # importtime prints children before their parent, one indent deeper
+                parent = next((r[0] for r in rows[i + 1:] if r[3] < depth), "")
+                found[name] = (self_us, cum_us, parent)
+            runs.append(found)
+    names = [n for n in runs[0] if all(n in r for r in runs)]
+    stats = [{"module": n, "self_ms": statistics.median(r[n][0] for r in runs) / 1e3,
+              "cumulative_ms": statistics.median(r[n][1] for r in runs) / 1e3, "imported_by": runs[0][n][2]}
+             for n in names]
+    stats.sort(key=lambda x: -x["self_ms"])
+    return stats[:top] + [{"module": "(all modules)", "self_ms": sum(x["self_ms"] for x in stats),
+                           "cumulative_ms": 0.0, "imported_by": f"{len(stats)} modules"}]
+
+
+def imports_table(result: dict) -> str:
+    rows = result.get("imports")
+    if not rows:
+        return ""
+    lines = ["| module (python -X importtime, `run`) | self ms | cumulative ms | imported by |",
+             "|---|---:|---:|---|"]
+    for r in rows:
+        cum = f"{r['cumulative_ms']:.2f}" if r["cumulative_ms"] else ""
+        by = r["imported_by"] or "top level (interpreter start-up, or a function-level import)"
+        lines.append(f"| {r['module']} | {r['self_ms']:.2f} | {cum} | {by} |")
+    return "\n".join(lines)
 
 
 VERBS = ("create", "state", "start", "delete")
@@ -253,6 +300,8 @@ def main() -> None:
     print(table(result))
     print()
     print(verbs_table(result))
+    print()
+    print(imports_table(result))
     if ns.json:
         Path(ns.json).parent.mkdir(parents=True, exist_ok=True)
         Path(ns.json).write_text(json.dumps(result, indent=1))

@@ -18,6 +18,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+KNOWN_GROUPS = ("run", "create-start-delete", "front-door", "image-import")   # the rest: a generic table
 TARGET_VS_RUNC = 0.8      # issue 2: `corert run` at most 0.8x runc
 STRETCH_VS_CRUN = 1.5     # stretch: within 1.5x crun
 
@@ -132,9 +133,8 @@ def _import_table(rows: list[Row]) -> list[str]:
 def phases_table(phases: dict) -> list[str]:
     """The table of benchmarks/phases.py's JSON (where the milliseconds of one corert run go)."""
     sys.path.insert(0, str(BENCH_DIR))
-    from phases import table, verbs_table
-    verbs = verbs_table(phases)
-    return [table(phases)] + (["", verbs] if verbs else [])
+    from phases import imports_table, table, verbs_table
+    return [table(phases)] + ["\n" + t for t in (verbs_table(phases), imports_table(phases)) if t]
 
 
 def machine_line(meta: dict, rows: list[Row]) -> str:
@@ -174,6 +174,12 @@ def markdown(rows: list[Row], meta: dict, phases: dict | None = None) -> str:
     imports = _import_table(rows)
     if imports:
         out += ["", "### Image import/unpack throughput (one generated layer)", ""] + imports
+    others = [r for r in rows if r.group not in KNOWN_GROUPS]
+    if others:
+        out += ["", "### Other benchmarks in this run", "",
+                "| group | what | median ms | IQR ms | rounds |", "|---|---|---:|---:|---:|"]
+        out += [f"| {r.group} | {r.label} | {r.ms:.2f} | {(r.q3 - r.q1) * 1e3:.2f} | {r.rounds} |"
+                for r in sorted(others, key=lambda r: (r.group, r.median))]
     if phases:
         out += ["", f"### Where one `corert run` spends its time (benchmarks/phases.py, median of "
                     f"{phases.get('rounds')} fresh processes)", ""] + phases_table(phases)

@@ -91,6 +91,20 @@ class ExecProcess:
                 self.container._execs.discard(self)
 
 
+def _exec_child(started: Any) -> ChildProcess:
+    """Wait on our child (the helper when the engine forks into the pid namespace), signal the process."""
+    import os
+
+    target = -1
+    if getattr(started, "helper", started.pid) != started.pid:
+        try:
+            # Until the helper reaps it (and then exits) the pid cannot be reused: it names this process.
+            target = os.pidfd_open(started.pid)
+        except ProcessLookupError:
+            pass     # already gone: the helper's exit carries its status
+    return ChildProcess(started.pid, started.pidfd, target)
+
+
 class _ExecContext:
     def __init__(self, container: Container, process: dict, stdin: bool | int, stdout: str | int,
                  stderr: str | int) -> None:
@@ -113,7 +127,7 @@ class _ExecContext:
         finally:
             stdio.close_child_ends()
         # No checkpoint from here to the return: a pending cancel is seen inside the body, and __aexit__ runs.
-        self._proc = ExecProcess(c, ChildProcess(started.pid, started.pidfd), stdio, started.launcher)
+        self._proc = ExecProcess(c, _exec_child(started), stdio, started.launcher)
         c._execs.add(self._proc)
         c._rt._events.emit(Event("exec", c.id, {"pid": started.pid, "args": list(self._process["args"])}))
         return self._proc

@@ -29,11 +29,16 @@ class ExitStatus:
 
 
 class ChildProcess:
-    """A child of this process, owned through its pidfd. Several tasks may wait() at once."""
+    """A child of this process, owned through its pidfd. Several tasks may wait() at once.
 
-    def __init__(self, pid: int, pidfd: int) -> None:
+    `signal_pidfd` (owned too) is for an exec'd process: our child is then a helper that exits as the
+    process it forked into the container's pid namespace does, and signals must go to that process.
+    """
+
+    def __init__(self, pid: int, pidfd: int, signal_pidfd: int = -1) -> None:
         self.pid = pid
         self._pidfd = pidfd
+        self._signal_pidfd = signal_pidfd
         self.status: ExitStatus | None = None
         self._waiting: trio.Event | None = None   # set when the task inside wait_readable leaves it
 
@@ -42,7 +47,7 @@ class ChildProcess:
         if self.status is not None or self._pidfd < 0:
             return False
         try:
-            signal.pidfd_send_signal(self._pidfd, sig)
+            signal.pidfd_send_signal(self._signal_pidfd if self._signal_pidfd >= 0 else self._pidfd, sig)
         except ProcessLookupError:
             return False
         return True
@@ -87,6 +92,9 @@ class ChildProcess:
             return None
 
     def close(self) -> None:
+        if self._signal_pidfd >= 0:
+            os.close(self._signal_pidfd)
+            self._signal_pidfd = -1
         if self._pidfd >= 0:
             fd, self._pidfd = self._pidfd, -1
             trio.lowlevel.notify_closing(fd)

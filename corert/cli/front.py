@@ -260,7 +260,9 @@ def _image_verb(args: list[str]) -> int:
     store = ImageStore(data_root())
     try:
         if ns.action == "ls":
-            rows = [(", ".join(i.names) or "<none>", i.id[:12], i.created, f"{i.size / 1e6:.1f}MB") for i in store.list()]
+            # one row per name, as docker lists tags (a joined cell would not split into columns)
+            rows = [(name, i.id[:12], i.created, f"{i.size / 1e6:.1f}MB")
+                    for i in store.list() for name in (i.names or ["<none>"])]
             header = ("REPOSITORY:TAG", "IMAGE ID", "CREATED", "SIZE")
             widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
             for row in [header] + rows:
@@ -325,7 +327,9 @@ def cmd_network(options, args: list[str]) -> int:
     ns = p.parse_args(args)
     from corert.drivers.network import bridge
     if ns.action == "prune":
-        for line in bridge.prune():
+        from corert.drivers.network.usermode import sweep_helpers
+        lines = sweep_helpers() + (bridge.prune() if os.geteuid() == 0 else [])
+        for line in lines:
             print(f"removed {line}")
         return 0
     for ip, lease in sorted(bridge.leases().items()):

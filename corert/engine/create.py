@@ -8,23 +8,25 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from corert.engine.state import ContainerRecord, StateStore, proc_start_time, rfc3339_nano
+from corert._record import Record, Required
 from corert.engine.undo import UndoStack
 from corert.errors import CorertError
 
 CLONE_NEWUSER = 0x10000000
 
 
-@dataclass
-class Created:
+class Created(Record):
     """What `create` leaves for a caller that goes on in the same process (foreground run, the API)."""
 
-    record: ContainerRecord
-    pidfd: int          # from clone3: lets an in-process caller wait for the exit without polling
-    pty_master: int     # -1 unless process.terminal and no console socket was given
+    FIELDS = {
+        "record": Required,       # the ContainerRecord
+        "pidfd": -1,              # from clone3: lets an in-process caller wait for the exit without polling
+        "pty_master": -1,         # -1 unless process.terminal and no console socket was given
+    }
+    __slots__ = tuple(FIELDS)
 
 
 def create(store: StateStore, container_id: str, bundle: Path, *, pid_file: Path | None = None,

@@ -91,7 +91,9 @@ def spawn_exec(store: StateStore, container_id: str, process: dict, *, detach: b
     joins = _namespaces_to_join(record.pid)
     join_fds = [(flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)) for flag, path in joins]
     try:
-        launcher = _fastpath.Launcher(plan, join_fds, dumpable=False,
+        # With a console socket the process waits after READY until its pty master has been handed over,
+        # as runc's does: the engine can size the terminal before the process looks at it.
+        launcher = _fastpath.Launcher(plan, join_fds, dumpable=False, wait_after_ready=bool(console_socket),
                                       fork_after_join=_fastpath.FORK_LEAVE if detach else _fastpath.FORK_MIRROR)
         helper = launcher.spawn()
     finally:
@@ -108,6 +110,15 @@ def spawn_exec(store: StateStore, container_id: str, process: dict, *, detach: b
         launcher.wait_stage()                  # PRE_PIVOT (no mounts for exec)
         launcher.proceed()
         _stage, master = launcher.wait_stage()
+        if console_socket:
+            if master >= 0:
+                from corert.engine.console import send_console_fd
+                try:
+                    send_console_fd(console_socket, master)
+                finally:
+                    os.close(master)
+                master = -1
+            launcher.proceed()
     except BaseException:
         for victim in (locals().get("pid"), helper):
             if victim:
@@ -141,11 +152,6 @@ def exec_process(store: StateStore, container_id: str, process: dict, *, detach:
     if pid_file:
         from corert.engine.create import _write_pid_file
         _write_pid_file(Path(pid_file), pid)
-    if master >= 0 and console_socket:
-        from corert.engine.console import send_console_fd
-        send_console_fd(console_socket, master)
-        os.close(master)
-        master = -1
     if detach:
         launcher.close()
         return 0

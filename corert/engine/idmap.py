@@ -34,7 +34,7 @@ def write_id_maps(pid: int, uid_mappings: list[dict], gid_mappings: list[dict]) 
     import shutil  # only the newuidmap path needs it; shutil (+bz2, lzma) costs ~2 ms of CLI cold start
 
     for tool, maps in (("newuidmap", uid_mappings), ("newgidmap", gid_mappings)):
-        exe = shutil.which(tool) or f"/usr/bin/{tool}"
+        exe = shutil.which(tool, path="/usr/bin:/bin") or f"/usr/bin/{tool}"
         if not os.path.exists(exe):
             raise HostUnsupported(f"{tool} not found: install Debian's `uidmap` package for multi-id user namespaces")
         import subprocess

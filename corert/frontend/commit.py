@@ -18,16 +18,21 @@ import os
 import stat
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from corert.engine.state import ContainerRecord, StateStore
 from corert.errors import CorertError, ImageError, UsageError
 
+if TYPE_CHECKING:
+    from corert.images.store import Image
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def commit(record: ContainerRecord, name: str, *, store: StateStore | None = None):  # -> corert.images.Image
-    """A new image named `name`: the container's image plus one layer holding what the container changed."""
+def commit(record: ContainerRecord, name: str, *, store: StateStore | None = None) -> Image:
+    """A new image named `name`: the container's image plus one layer holding what the container changed.
+
+    With the state `store`, a running container is frozen while its changes are read."""
     from corert.drivers.storage import load_prepared
     from corert.frontend.containers import data_root
     from corert.images.store import ImageStore
@@ -162,7 +167,7 @@ def _open_dir(root_fd: int, rel: str) -> int:
     return fd
 
 
-def _copy_regular(copier, pfd: int, name: str, st: os.stat_result, dst: Path) -> None:
+def _copy_regular(copier: object, pfd: int, name: str, st: os.stat_result, dst: Path) -> None:
     # O_NONBLOCK: if a FIFO was swapped in after the lstat, the open must not hang; the fstat check then fails.
     sfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=pfd)
     try:

@@ -5,7 +5,7 @@ propagation mount call, everything else is filesystem data passed through verbat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from corert._record import Record
 
 from corert.errors import ConfigError
 
@@ -124,14 +124,16 @@ REFUSED_OPTIONS: dict[str, str] = {
 SUPPORTED_OPTIONS: tuple[str, ...] = tuple(sorted((*FLAG_OPTIONS, *PROPAGATION_OPTIONS)))
 
 
-@dataclass
-class MountOptions:
-    flags: int = 0          # MS_* bits for the mount call (includes MS_BIND|MS_REC for rbind)
-    propagation: int = 0    # MS_SHARED/SLAVE/PRIVATE/UNBINDABLE (|MS_REC), 0 = not asked for
-    data: str = ""          # filesystem-specific options, comma-joined in the order given
-    is_bind: bool = False
-    recursive: bool = False  # rbind
-    cleared: int = 0        # bits explicitly cleared (rw, suid, ...): a bind remount must not keep them
+class MountOptions(Record):
+    FIELDS = {
+        "flags": 0,          # MS_* bits for the mount call (includes MS_BIND|MS_REC for rbind)
+        "propagation": 0,    # MS_SHARED/SLAVE/PRIVATE/UNBINDABLE (|MS_REC), 0 = not asked for
+        "data": "",          # filesystem-specific options, comma-joined in the order given
+        "is_bind": False,
+        "recursive": False,  # rbind
+        "cleared": 0,        # bits explicitly cleared (rw, suid, ...): a bind remount must not keep them
+    }
+    __slots__ = tuple(FIELDS)
 
 
 def parse_mount_options(options: list[str] | None, path: str = "options") -> MountOptions:

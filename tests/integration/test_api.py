@@ -223,6 +223,11 @@ def test_exec_pause_update_stats_and_events(rt_args, state_root, data_root):
                 await c.start()
                 r = await c.exec(["sh", "-c", "echo $$ in $(hostname); cat; exit 5"], input=b"piped\n")
                 assert r.exit_code == 5 and r.stdout.endswith(b"piped\n") and b" in " in r.stdout
+                async with c.open_exec(["sh", "-c", "echo $$; exec sleep 1000"]) as p:
+                    assert int(await read_line(p.stdout)) > 1    # a pid in the container's namespace
+                    exec_pid = p.pid
+                    assert pid_alive(exec_pid)
+                assert not pid_alive(exec_pid)       # leaving the block killed the process itself
                 await c.pause()
                 assert await c.status() == "paused"
                 await c.resume()
@@ -241,7 +246,7 @@ def test_exec_pause_update_stats_and_events(rt_args, state_root, data_root):
             return types
 
     types = trio.run(main)
-    assert types == ["create", "start", "exec", "pause", "resume", "update", "exit", "delete"]
+    assert types == ["create", "start", "exec", "exec", "pause", "resume", "update", "exit", "delete"]
     assert_empty(state_root, data_root)
 
 
@@ -321,7 +326,7 @@ def test_gc_and_delete_force_remove_what_a_killed_embedder_left(rt_args, state_r
     config["process"]["args"] = ["sleep", "1000"]
     write_config(bundle, config)
     out = subprocess.run([sys.executable, "-c", EMBEDDER, str(state_root), str(data_root), str(bundle)],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, cwd=bundle.parent)
     assert out.returncode == 0, out.stderr
     managed_id, managed_pid, bundle_pid = out.stdout.split()
     managed_pid, bundle_pid = int(managed_pid), int(bundle_pid)

@@ -74,7 +74,7 @@ class Front:
             d = self.data / sub
             assert not d.exists() or os.listdir(d) == [], f"{d} not empty: {os.listdir(d)}"
         with open("/proc/self/mountinfo") as f:
-            assert str(self.base) not in f.read()
+            assert str(self.base) + "/" not in f.read()
         assert self.ps("-a") == []
 
 
@@ -159,7 +159,18 @@ def test_detached_lifecycle_ps_list_logs_exec_stop_rm(front):
     [row] = front.ps("-a")
     assert row["STATUS"] == "stopped" and front.ps() == []
     assert front.ok("logs", "web").stdout == "started\ngot-term\n"
+    r = front("exec", "web", "true")
+    assert r.returncode == 125 and "stopped" in r.stderr
+    r = front("run", "--name", "web", "busybox", "true")
+    assert r.returncode == 125 and "already exists" in r.stderr
     front.ok("rm", "web")
+    front.assert_clean()
+
+
+def test_logs_follow_until_the_container_exits(front):
+    front.ok("run", "-d", "--name", "talker", "busybox", "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done")
+    assert front.ok("logs", "-f", "talker").stdout == "line1\nline2\nline3\n"
+    front.ok("rm", "talker")
     front.assert_clean()
 
 
@@ -333,11 +344,15 @@ def test_storage_driver_layer_semantics_diff_and_commit(front, tmp_path, driver)
     assert r.stdout.split("\n") == ["/data", "/data/keep=keep", "/lower", "/lower/file=lower", "/opq",
                                     "/opq/new=new", "/top=v2", ""]
     # change things: delete a lower file, add, modify, recreate the opaque dir, hard and symbolic links
+    secret = tmp_path / "host-secret"   # exists only on the host: a symlink to it must stay a symlink
+    secret.write_text("host only\n")
     change = ("rm /data/keep; echo added > /data/new; echo changed > /top; rm -r /opq; mkdir /opq; "
-              "echo again > /opq/again; mkdir -p /added/sub; ln /top /added/sub/hard; ln -s /top /added/sym")
+              "echo again > /opq/again; mkdir -p /added/sub; ln /top /added/sub/hard; ln -s /top /added/sym; "
+              f"ln -s {secret} /added/secret")
     front.ok("run", "--name", "changer", "--storage", driver, "layered:1", "sh", "-c", change)
     assert front.ok("diff", "changer").stdout.split("\n") == [
-        "A /added", "A /added/sub", "A /added/sub/hard", "A /added/sym", "C /data", "D /data/keep",
+        "A /added", "A /added/secret", "A /added/sub", "A /added/sub/hard", "A /added/sym", "C /data",
+        "D /data/keep",
         "A /data/new", "C /opq", "A /opq/again", "D /opq/new", "C /top", ""]
     new_id = front.ok("commit", "changer", "committed:1").stdout.strip()
     info = json.loads(front.ok("image", "inspect", "committed:1").stdout)
@@ -345,18 +360,23 @@ def test_storage_driver_layer_semantics_diff_and_commit(front, tmp_path, driver)
     assert info["id"] == new_id and len(info["layers"]) == len(base["layers"]) + 1
     assert [lay["chain_id"] for lay in info["layers"][:-1]] == [lay["chain_id"] for lay in base["layers"]]
     assert info["config"]["Cmd"] == base["config"]["Cmd"]
+    top_layer = Path(info["layers"][-1]["path"])
+    assert os.readlink(top_layer / "added/secret") == str(secret)
     front.ok("rm", "changer")
     r = front.ok("run", "--rm", "--storage", driver, "committed:1", "sh", "-c",
                  SHOW + "; stat -c %h /top; readlink /added/sym")
-    assert r.stdout.split("\n") == ["/added", "/added/sub", "/added/sub/hard=changed", "/added/sym=changed",
+    assert r.stdout.split("\n") == ["/added", "/added/secret", "/added/sub", "/added/sub/hard=changed",
+                                    "/added/sym=changed",
                                     "/data", "/data/new=added", "/lower", "/lower/file=lower", "/opq",
                                     "/opq/again=again", "/top=changed", "2", "/top", ""]
     front.ok("image", "rm", "committed:1", "layered:1")
     front.assert_clean()
 
 
-def test_commit_of_a_running_container_keeps_it_running(front):
-    front.ok("run", "-d", "--name", "live", "busybox", "sh", "-c", "echo state > /made; exec sleep 1000")
+@pytest.mark.parametrize("driver", ["overlay", "vfs"])
+def test_commit_of_a_running_container_keeps_it_running(front, driver):
+    front.ok("run", "-d", "--name", "live", "--storage", driver, "busybox", "sh", "-c",
+             "echo state > /made; exec sleep 1000")
     front.wait_for("the file", lambda: front("exec", "live", "cat", "/made").stdout == "state\n")
     front.ok("commit", "live", "snap:1")
     [row] = front.ps()

@@ -5,6 +5,7 @@ OCI linux.resources values -> cgroup file values (v1 and v2), cgroupsPath -> hie
 """
 from __future__ import annotations
 
+from corert import mountinfo as _mountinfo
 from corert.errors import ResourceError
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "hugetlb",
@@ -156,22 +157,6 @@ def resolve_cgroups_path(container_id: str, cgroups_path: str | None, current: s
 
 # ---------------------------------------------------------------------------------------------- /proc
 
-def _unescape(field: str) -> str:
-    """mountinfo octal escapes (\\040 for space etc.)."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        digits = field[i + 1:i + 4]
-        if field[i] == "\\" and len(digits) == 3 and digits.isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_cgroup_mounts(mountinfo: str) -> list[tuple[str, str, str, frozenset[str]]]:
     """cgroup mounts from /proc/self/mountinfo: (fstype "cgroup"|"cgroup2", mountpoint, root, controllers).
 
@@ -179,20 +164,14 @@ def parse_cgroup_mounts(mountinfo: str) -> list[tuple[str, str, str, frozenset[s
     for cgroup2 the set is empty (its controllers are in cgroup.controllers).
     """
     result = []
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
+    for m in _mountinfo.parse(mountinfo):
+        if m.fstype not in ("cgroup", "cgroup2"):
             continue
-        fields = left.split()
-        tail = right.split()
-        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
-            continue
-        root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
         controllers: frozenset[str] = frozenset()
-        if tail[0] == "cgroup":
-            opts = tail[2].split(",")
+        if m.fstype == "cgroup":
+            opts = m.super_options.split(",")
             controllers = frozenset(o for o in opts if o in V1_CONTROLLERS or o.startswith("name="))
-        result.append((tail[0], mountpoint, root, controllers))
+        result.append((m.fstype, m.mount_point, m.root, controllers))
     return result
 
 

@@ -56,7 +56,7 @@ def _refresh_hosts(data: dict) -> None:
             rewrite_in_place(lease["hosts_file"], hosts_text([(ip, _names(lease))], peers))
 
 
-def _release(ip: str, lease: dict) -> None:
+def _release(lease: dict) -> None:
     """Undo what a lease may own on the host: its veth (if its netns still lives) and its DNAT rules."""
     veth = veth_name(lease["id"])
     if os.path.exists(f"/sys/class/net/{veth}"):   # checked first: most veths die with their netns
@@ -69,10 +69,10 @@ def _release(ip: str, lease: dict) -> None:
 
 
 def reclaim_stale(data: dict) -> list[str]:
-    """Release the leases whose container is gone after a crash; returns their container ids."""
+    """Release the leases whose container is gone after a crash; returns their addresses."""
     gone = [ip for ip, lease in data["leases"].items() if is_stale(lease)]
     for ip in gone:
-        _release(ip, data["leases"].pop(ip))
+        _release(data["leases"].pop(ip))
     return gone
 
 
@@ -245,6 +245,9 @@ class BridgeAttachment:
                 ipr.link("add", ifname=st["veth"], kind="veth", peer={"ifname": "eth0", "net_ns_pid": pid})
                 veth_index = ipr.link_lookup(ifname=st["veth"])[0]
                 ipr.link("set", index=veth_index, master=bridge_index, state="up")
+                # Hairpin: a container reaching its own published port through the host. With br_netfilter
+                # the DNATed frame is bridged back out of the port it came in on.
+                _write_sysctl(f"/sys/class/net/{st['veth']}/brport/hairpin_mode", "1")
             _configure_inside(pid, st["ip"], subnet.prefixlen, st["gateway"])
             nat.add_ports(st["id"], st["ip"], [PortMapping.from_list(r) for r in st["ports"]])
             lease["attached"] = True
@@ -256,7 +259,7 @@ class BridgeAttachment:
             lease = data["leases"].get(st["ip"])
             if lease and lease["id"] == st["id"]:
                 del data["leases"][st["ip"]]
-            _release(st["ip"], {"id": st["id"], "ports": st["ports"]})
+            _release({"id": st["id"], "ports": st["ports"]})
             _refresh_hosts(data)
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from corert.drivers.network import process_running
 from corert.engine.state import proc_start_time
 
 
@@ -65,10 +66,7 @@ def owner_stamp() -> list[int]:
 
 
 def _alive(stamp: list[int] | None) -> bool:
-    if not stamp:
-        return False
-    pid, start = stamp
-    return proc_start_time(pid) == start
+    return bool(stamp) and process_running(*stamp)
 
 
 def is_stale(lease: dict) -> bool:

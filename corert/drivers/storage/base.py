@@ -14,7 +14,12 @@ import os
 import stat
 from pathlib import Path
 
+from corert import mountinfo
 from corert.errors import ResourceError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (hot path, see above)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # Both spellings are read everywhere: root-made layers use trusted.*, rootless (userxattr) ones user.*.
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
@@ -46,6 +51,33 @@ class PreparedRootfs:
         raise NotImplementedError
 
 
+class LayerRootfs(PreparedRootfs):
+    """What the rootfs of every driver here records: whose it is, where, made from which layers (bottom
+    first), and whether prepare made the container dir (teardown then removes it once empty)."""
+
+    driver = ""        # StorageDriver.name of the driver that made it
+    rootfs_name = ""   # the container's / inside container_dir
+
+    def __init__(self, container_id: str, container_dir: Path, layers: list[Path],
+                 created_container_dir: bool) -> None:
+        self.container_id = container_id
+        self.container_dir = container_dir
+        self.layers = layers
+        self.created_container_dir = created_container_dir
+        self.rootfs = container_dir / self.rootfs_name
+
+    def state(self) -> dict:
+        """The common part; a driver adds its own keys."""
+        return {
+            "driver": self.driver,
+            "container_id": self.container_id,
+            "container_dir": str(self.container_dir),
+            "rootfs": str(self.rootfs),
+            "layers": [str(p) for p in self.layers],
+            "created_container_dir": self.created_container_dir,
+        }
+
+
 class StorageDriver:
     """Turns an image's layer stack into a per-container writable rootfs."""
 
@@ -60,6 +92,11 @@ class StorageDriver:
         """Rebuild a PreparedRootfs from PreparedRootfs.state() (typically written by another process)."""
         raise NotImplementedError
 
+    def check_state(self, state: dict) -> None:
+        """load()'s first step: the state must be one this driver wrote."""
+        if state.get("driver") != self.name:
+            raise ResourceError(f"storage: state of driver {state.get('driver')!r} given to {self.name!r}")
+
 
 # --- layer inspection -------------------------------------------------------------------------------------
 
@@ -67,7 +104,7 @@ def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def is_opaque(path: str | Path) -> bool:
+def is_opaque(path: str | bytes | Path) -> bool:
     for name in OPAQUE_XATTRS:
         try:
             if os.getxattr(path, name, follow_symlinks=False) == b"y":
@@ -182,6 +219,42 @@ class LayerView:
 
 # --- change lists -----------------------------------------------------------------------------------------
 
+def walk_tree(root: str | Path) -> Iterator[tuple[str, list[os.DirEntry]]]:
+    """(dir relative to root, "" for root itself; its entries) for root and every directory below it.
+    Symlinks are never followed; the subdirectories are listed after the caller has seen their parent."""
+    stack = [""]
+    while stack:
+        dirrel = stack.pop()
+        with os.scandir(os.path.join(root, dirrel) if dirrel else root) as it:
+            entries = list(it)
+        yield dirrel, entries
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(f"{dirrel}/{entry.name}" if dirrel else entry.name)
+
+
+def upper_changes(upper: Path, layers: list[Path]) -> list[tuple[str, str]]:
+    """PreparedRootfs.changes() of an overlayfs-form upper dir (kernel overlay and FUSE overlay write the
+    same): its entries are the adds and changes, its whiteouts and opaque dirs the deletions."""
+    view = LayerView(layers)
+    out: dict[str, str] = {}
+    for dirrel, entries in walk_tree(upper):
+        for entry in entries:
+            rel = f"{dirrel}/{entry.name}" if dirrel else entry.name
+            st = entry.stat(follow_symlinks=False)
+            lower = view.lookup(rel)
+            if is_whiteout(st):
+                if lower is not None:
+                    out[rel] = "D"
+                continue
+            out[rel] = "C" if lower is not None else "A"
+            if lower is not None and stat.S_ISDIR(st.st_mode) and is_opaque(entry.path):
+                # Removed and recreated: the image's entries below it are gone unless re-added.
+                for name in view.listdir(rel) - set(os.listdir(entry.path)):
+                    out[f"{rel}/{name}"] = "D"
+    return add_parent_changes(out, view)
+
+
 def add_parent_changes(changes: dict[str, str], view: LayerView) -> list[tuple[str, str]]:
     """Like docker: a directory of the image with anything changed below it is itself reported "C"."""
     for rel in list(changes):
@@ -224,7 +297,9 @@ def remove_tree(path: str | Path, *, check_mounts: bool = True) -> None:
     same st_dev when it comes from the same filesystem, so the mount table is asked first (check_mounts)
     and, as a second guard, the walk never enters another device.
 
-    Directories the kernel leaves mode 000 (overlay's work/work) are made searchable first.
+    Directories of ours without rwx for their owner are made rwx first: the kernel leaves overlay's
+    work/work mode 000, and a rootless upper keeps an image's read-only dirs, which an unprivileged
+    user could neither list nor empty otherwise.
     """
     path = str(path)
     try:
@@ -239,23 +314,20 @@ def remove_tree(path: str | Path, *, check_mounts: bool = True) -> None:
         busy = [mp for mp, _, _ in mount_points() if mp == real or mp.startswith(real + "/")]
         if busy:
             raise ResourceError(f"storage: refusing to remove {path}: {busy[0]} is still mounted")
-    _remove_dir(path, top.st_dev)
+    _remove_dir(path, top, top.st_dev, os.geteuid())
 
 
-def _remove_dir(path: str, dev: int) -> None:
-    try:
-        it = os.scandir(path)
-    except PermissionError:
-        os.chmod(path, 0o700)
-        it = os.scandir(path)
-    with it:
+def _remove_dir(path: str, st: os.stat_result, dev: int, euid: int) -> None:
+    if st.st_mode & stat.S_IRWXU != stat.S_IRWXU and st.st_uid == euid:
+        os.chmod(path, stat.S_IRWXU)
+    with os.scandir(path) as it:
         entries = list(it)
     for entry in entries:
-        st = entry.stat(follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            if st.st_dev != dev:
+        est = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(est.st_mode):
+            if est.st_dev != dev:
                 raise ResourceError(f"storage: refusing to remove {entry.path}: another filesystem is mounted there")
-            _remove_dir(entry.path, dev)
+            _remove_dir(entry.path, est, dev, euid)
         else:
             try:
                 os.unlink(entry.path)
@@ -277,32 +349,20 @@ def remove_created(paths: list[Path]) -> None:
         remove_tree(p)
 
 
+def rmdir_if_empty(path: str | Path) -> None:
+    """Remove a container dir we created, unless something else is (still) in it or it is gone."""
+    try:
+        os.rmdir(path)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+            raise
+
+
 # --- mount table ------------------------------------------------------------------------------------------
-
-def _unescape_mountinfo(field: str) -> str:
-    # The kernel escapes space, tab, newline and backslash as \ooo octal.
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
 
 def mount_points() -> list[tuple[str, str, str]]:
     """(mount point, fs type, super options) of every mount in this process's mount namespace."""
-    result = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            result.append((_unescape_mountinfo(fields[4]), fields[sep + 1], fields[-1]))
-    return result
+    return [(m.mount_point, m.fstype, m.super_options) for m in mountinfo.read()]
 
 
 def is_mounted(path: str | Path) -> bool:

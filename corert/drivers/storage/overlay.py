@@ -14,21 +14,19 @@ import stat
 from pathlib import Path
 
 from corert.drivers.storage.base import (
-    LayerView,
-    PreparedRootfs,
+    LayerRootfs,
     StorageDriver,
-    add_parent_changes,
     check_layers,
     check_no_overlap,
     is_mounted,
-    is_opaque,
-    is_whiteout,
     libc,
     mount,
     remove_created,
     remove_tree,
+    rmdir_if_empty,
     tree_usage,
     unmount,
+    upper_changes,
 )
 from corert.errors import ResourceError
 
@@ -133,9 +131,7 @@ class OverlayDriver(StorageDriver):
                 unmount(created[-1])
             remove_created(created)
             if created_container_dir:
-                _rmdir_if_empty(container_dir)
-            if isinstance(e, ResourceError):
-                raise
+                rmdir_if_empty(container_dir)
             if isinstance(e, OSError):
                 raise ResourceError(f"storage: overlay for {container_id!r}: {e}") from None
             raise
@@ -149,8 +145,7 @@ class OverlayDriver(StorageDriver):
                          f"workdir={container_dir / 'work'}", *self.options()])
 
     def load(self, state: dict) -> OverlayRootfs:
-        if state.get("driver") != self.name:
-            raise ResourceError(f"storage: state of driver {state.get('driver')!r} given to {self.name!r}")
+        self.check_state(state)
         return OverlayRootfs(state["container_id"], Path(state["container_dir"]), [Path(p) for p in state["layers"]],
                              bool(state.get("rootless")), bool(state.get("created_container_dir")))
 
@@ -290,68 +285,29 @@ def _fs_log(fsfd: int) -> str:
     return "; ".join(lines)
 
 
-def _rmdir_if_empty(path: Path) -> None:
-    try:
-        os.rmdir(path)
-    except OSError as e:
-        if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
-            raise
+class OverlayRootfs(LayerRootfs):
+    driver = "overlay"
+    rootfs_name = "merged"
 
-
-class OverlayRootfs(PreparedRootfs):
     def __init__(self, container_id: str, container_dir: Path, layers: list[Path], rootless: bool,
                  created_container_dir: bool) -> None:
-        self.container_id = container_id
-        self.container_dir = container_dir
-        self.layers = layers
+        super().__init__(container_id, container_dir, layers, created_container_dir)
         self.rootless = rootless
-        self.created_container_dir = created_container_dir
         self.upper = container_dir / "upper"
         self.work = container_dir / "work"
-        self.rootfs = container_dir / "merged"
 
     def state(self) -> dict:
-        return {
-            "driver": "overlay",
-            "container_id": self.container_id,
-            "container_dir": str(self.container_dir),
-            "rootfs": str(self.rootfs),
-            "layers": [str(p) for p in self.layers],
-            "rootless": self.rootless,
-            "created_container_dir": self.created_container_dir,
-        }
+        return {**super().state(), "rootless": self.rootless}
 
     def usage(self) -> int:
         return tree_usage(self.upper)
 
     def changes(self) -> list[tuple[str, str]]:
-        view = LayerView(self.layers)
-        out: dict[str, str] = {}
-        stack = [""]
-        while stack:
-            dirrel = stack.pop()
-            with os.scandir(self.upper / dirrel if dirrel else self.upper) as it:
-                entries = list(it)
-            for entry in entries:
-                rel = f"{dirrel}/{entry.name}" if dirrel else entry.name
-                st = entry.stat(follow_symlinks=False)
-                lower = view.lookup(rel)
-                if is_whiteout(st):
-                    if lower is not None:
-                        out[rel] = "D"
-                    continue
-                out[rel] = "C" if lower is not None else "A"
-                if stat.S_ISDIR(st.st_mode):
-                    if lower is not None and is_opaque(entry.path):
-                        # Removed and recreated: the image's entries below it are gone unless re-added.
-                        for name in view.listdir(rel) - set(os.listdir(entry.path)):
-                            out[f"{rel}/{name}"] = "D"
-                    stack.append(rel)
-        return add_parent_changes(out, view)
+        return upper_changes(self.upper, self.layers)
 
     def teardown(self) -> None:
         unmount(self.rootfs)
         for d in (self.rootfs, self.work, self.upper, self.container_dir / "l"):
             remove_tree(d)
         if self.created_container_dir:
-            _rmdir_if_empty(self.container_dir)
+            rmdir_if_empty(self.container_dir)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from corert.drivers.storage.base import (
     OVERLAY_XATTR_PREFIXES,
+    LayerRootfs,
     LayerView,
-    PreparedRootfs,
     StorageDriver,
     add_parent_changes,
     check_layers,
@@ -22,7 +22,9 @@ from corert.drivers.storage.base import (
     is_opaque,
     is_whiteout,
     remove_tree,
+    rmdir_if_empty,
     tree_usage,
+    walk_tree,
 )
 from corert.errors import ResourceError
 
@@ -64,9 +66,7 @@ class VfsDriver(StorageDriver):
             if made_rootfs:
                 remove_tree(rootfs)
             if created_container_dir:
-                _rmdir_if_empty(container_dir)
-            if isinstance(e, ResourceError):
-                raise
+                rmdir_if_empty(container_dir)
             if isinstance(e, OSError):
                 raise ResourceError(f"storage: vfs copy for {container_id!r} failed: {e}") from None
             raise
@@ -74,19 +74,10 @@ class VfsDriver(StorageDriver):
                          copier.owners_preserved)
 
     def load(self, state: dict) -> VfsRootfs:
-        if state.get("driver") != self.name:
-            raise ResourceError(f"storage: state of driver {state.get('driver')!r} given to {self.name!r}")
+        self.check_state(state)
         return VfsRootfs(state["container_id"], Path(state["container_dir"]), [Path(p) for p in state["layers"]],
                          bool(state.get("rootless")), bool(state.get("created_container_dir")),
                          bool(state.get("owners_preserved", True)))
-
-
-def _rmdir_if_empty(path: Path) -> None:
-    try:
-        os.rmdir(path)
-    except OSError as e:
-        if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
-            raise
 
 
 class _LayerCopier:
@@ -233,40 +224,27 @@ def _empty_dir(path: str) -> None:
         remove_tree(p, check_mounts=False)
 
 
-class VfsRootfs(PreparedRootfs):
+class VfsRootfs(LayerRootfs):
+    driver = "vfs"
+    rootfs_name = "rootfs"
+
     def __init__(self, container_id: str, container_dir: Path, layers: list[Path], rootless: bool,
                  created_container_dir: bool, owners_preserved: bool) -> None:
-        self.container_id = container_id
-        self.container_dir = container_dir
-        self.layers = layers
+        super().__init__(container_id, container_dir, layers, created_container_dir)
         self.rootless = rootless
-        self.created_container_dir = created_container_dir
         self.owners_preserved = owners_preserved
-        self.rootfs = container_dir / "rootfs"
 
     def state(self) -> dict:
-        return {
-            "driver": "vfs",
-            "container_id": self.container_id,
-            "container_dir": str(self.container_dir),
-            "rootfs": str(self.rootfs),
-            "layers": [str(p) for p in self.layers],
-            "rootless": self.rootless,
-            "created_container_dir": self.created_container_dir,
-            "owners_preserved": self.owners_preserved,
-        }
+        return {**super().state(), "rootless": self.rootless, "owners_preserved": self.owners_preserved}
 
     def usage(self) -> int:
         return tree_usage(self.rootfs)
 
     def changes(self) -> list[tuple[str, str]]:
+        # The full copy against the image: compare every entry, and list what the copy no longer has.
         view = LayerView(self.layers)
         out: dict[str, str] = {}
-        stack = [""]
-        while stack:
-            dirrel = stack.pop()
-            with os.scandir(self.rootfs / dirrel if dirrel else self.rootfs) as it:
-                entries = list(it)
+        for dirrel, entries in walk_tree(self.rootfs):
             for entry in entries:
                 rel = f"{dirrel}/{entry.name}" if dirrel else entry.name
                 st = entry.stat(follow_symlinks=False)
@@ -275,8 +253,6 @@ class VfsRootfs(PreparedRootfs):
                     out[rel] = "A"
                 elif self._differs(entry.path, st, lower, os.lstat(lower)):
                     out[rel] = "C"
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(rel)
             # Image entries of this directory that are gone (the topmost only: below them is gone too).
             for name in view.listdir(dirrel) - {e.name for e in entries}:
                 out[f"{dirrel}/{name}" if dirrel else name] = "D"
@@ -297,4 +273,4 @@ class VfsRootfs(PreparedRootfs):
     def teardown(self) -> None:
         remove_tree(self.rootfs)
         if self.created_container_dir:
-            _rmdir_if_empty(self.container_dir)
+            rmdir_if_empty(self.container_dir)

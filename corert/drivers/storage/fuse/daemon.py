@@ -30,11 +30,12 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
+from corert.drivers.storage.base import OPAQUE_XATTRS, OVERLAY_XATTR_PREFIXES, is_opaque, is_whiteout
+
 log = logging.getLogger("corert.fuse")
 
 CACHE_TIMEOUT = 60.0  # the tree only changes through us, so the kernel may cache entries and attrs long
-OPAQUE_XATTRS = (b"trusted.overlay.opaque", b"user.overlay.opaque")
-HIDDEN_XATTR_PREFIXES = (b"trusted.overlay.", b"user.overlay.")
+HIDDEN_XATTR_PREFIXES = tuple(p.encode() for p in OVERLAY_XATTR_PREFIXES)  # xattr names arrive as bytes
 TMP_PREFIX = b"corert-fuse-"
 FICLONE = 0x40049409
 RENAME_WHITEOUT = 1 << 2
@@ -60,10 +61,6 @@ class Node:
         self.nopen = 0              # open file handles
         self.alt: Optional[list[tuple["Node", bytes]]] = None  # further hard-link names we know
         self.ident: Optional[tuple[int, int]] = None           # (st_dev, st_ino) while nlink > 1
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 def _hidden_xattr(name: bytes) -> bool:
@@ -135,22 +132,17 @@ class Overlay(pyfuse3.Operations):
 
     def _root_depth(self) -> int:
         for i, r in enumerate(self.roots):
-            if self._opaque(r):
+            if is_opaque(r):
                 return i + 1
         return len(self.roots)
 
-    @staticmethod
-    def _opaque(path: bytes) -> bool:
-        for name in OPAQUE_XATTRS:
-            try:
-                if os.getxattr(path, name, follow_symlinks=False) == b"y":
-                    return True
-            except OSError:
-                pass
-        return False
-
     def _real(self, layer: int, rel: bytes) -> bytes:
         return self.roots[layer] + b"/" + rel if rel else self.roots[layer]
+
+    def _backing(self, node: Node) -> bytes:
+        """The file that shows as node now: its path in the topmost layer holding it."""
+        self._fresh(node)
+        return self._real(node.layer, self._path(node))
 
     def _path(self, node: Node) -> bytes:
         parts = []
@@ -172,16 +164,16 @@ class Overlay(pyfuse3.Operations):
             except (FileNotFoundError, NotADirectoryError):
                 continue
             if top < 0:
-                if _is_whiteout(st):
+                if is_whiteout(st):
                     return None
                 if not stat.S_ISDIR(st.st_mode):
                     return i, 0, st
                 top, top_st = i, st
-                if self._opaque(self._real(i, rel)):
+                if is_opaque(self._real(i, rel)):
                     return i, i + 1, st
             elif not stat.S_ISDIR(st.st_mode):
                 return top, i, top_st  # a whiteout or non-dir below ends the merge
-            elif self._opaque(self._real(i, rel)):
+            elif is_opaque(self._real(i, rel)):
                 return top, i + 1, top_st
         if top < 0:
             return None
@@ -222,7 +214,7 @@ class Overlay(pyfuse3.Operations):
                         continue
                     seen.add(name)
                     if not (e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False)
-                            or e.is_symlink()) and _is_whiteout(e.stat(follow_symlinks=False)):
+                            or e.is_symlink()) and is_whiteout(e.stat(follow_symlinks=False)):
                         continue
                     out.append(name)
         return out
@@ -572,8 +564,7 @@ class Overlay(pyfuse3.Operations):
 
     def _make_writable(self, node: Node) -> bytes:
         """Copy up (dir or not) and return the upper path."""
-        self._fresh(node)
-        st = os.lstat(self._real(node.layer, self._path(node)))
+        st = os.lstat(self._backing(node))
         if stat.S_ISDIR(st.st_mode):
             return self._upper_dir(node)
         self._copy_up(node)
@@ -609,17 +600,22 @@ class Overlay(pyfuse3.Operations):
 
     # ----- creating entries -------------------------------------------------------------------------
 
+    def _upper_slot(self, parent: Node, name: bytes) -> tuple[bytes, bytes, bool]:
+        """(upper dir of parent, upper path of name, whether a whiteout sits there) for a new name."""
+        pdir = self._upper_dir(parent)
+        dst = pdir + b"/" + name
+        try:
+            whiteout = is_whiteout(os.lstat(dst))
+        except FileNotFoundError:
+            whiteout = False
+        return pdir, dst, whiteout
+
     def _new_entry(self, parent: Node, name: bytes, make: Callable[[bytes], Optional[int]],
                    ctx: pyfuse3.RequestContext, mode: int, kind: int) -> tuple[Node, os.stat_result, Optional[int]]:
         """Create name in parent through make(path); replaces a whiteout atomically, owner from ctx."""
         if self._entry(parent, name) is not None:
             raise FUSEError(errno.EEXIST)
-        pdir = self._upper_dir(parent)
-        dst = pdir + b"/" + name
-        try:
-            whiteout = _is_whiteout(os.lstat(dst))
-        except FileNotFoundError:
-            whiteout = False
+        pdir, dst, whiteout = self._upper_slot(parent, name)
         target = self._tmp() if whiteout else dst
         fd = make(target)
         try:
@@ -758,31 +754,26 @@ class Overlay(pyfuse3.Operations):
     @_guard
     def readlink(self, inode, ctx):  # type: ignore[no-untyped-def]
         node = self._node(inode)
-        self._fresh(node)
-        return os.readlink(self._real(node.layer, self._path(node)))
+        return os.readlink(self._backing(node))
+
+    def _made(self, parent_inode: int, name: bytes, make: Callable[[bytes], None], ctx: pyfuse3.RequestContext,
+              mode: int, kind: int) -> pyfuse3.EntryAttributes:
+        """mknod/mkdir/symlink: create through make(path), answer with the new entry (one kernel lookup)."""
+        node, st, _ = self._new_entry(self._node(parent_inode), name, make, ctx, mode, kind)
+        node.nlookup += 1
+        return self._attr(node, st)
 
     @_guard
     def mknod(self, parent_inode, name, mode, rdev, ctx):  # type: ignore[no-untyped-def]
-        parent = self._node(parent_inode)
-        node, st, _ = self._new_entry(parent, name, lambda p: os.mknod(p, mode, rdev), ctx, mode,
-                                      stat.S_IFMT(mode))
-        node.nlookup += 1
-        return self._attr(node, st)
+        return self._made(parent_inode, name, lambda p: os.mknod(p, mode, rdev), ctx, mode, stat.S_IFMT(mode))
 
     @_guard
     def mkdir(self, parent_inode, name, mode, ctx):  # type: ignore[no-untyped-def]
-        parent = self._node(parent_inode)
-        node, st, _ = self._new_entry(parent, name, lambda p: os.mkdir(p, stat.S_IMODE(mode)), ctx, mode,
-                                      stat.S_IFDIR)
-        node.nlookup += 1
-        return self._attr(node, st)
+        return self._made(parent_inode, name, lambda p: os.mkdir(p, stat.S_IMODE(mode)), ctx, mode, stat.S_IFDIR)
 
     @_guard
     def symlink(self, parent_inode, name, target, ctx):  # type: ignore[no-untyped-def]
-        parent = self._node(parent_inode)
-        node, st, _ = self._new_entry(parent, name, lambda p: os.symlink(target, p), ctx, 0o777, stat.S_IFLNK)
-        node.nlookup += 1
-        return self._attr(node, st)
+        return self._made(parent_inode, name, lambda p: os.symlink(target, p), ctx, 0o777, stat.S_IFLNK)
 
     @_guard
     def create(self, parent_inode, name, mode, flags, ctx):  # type: ignore[no-untyped-def]
@@ -886,12 +877,7 @@ class Overlay(pyfuse3.Operations):
         if self._entry(parent, new_name) is not None:
             raise FUSEError(errno.EEXIST)
         name = new_name
-        pdir = self._upper_dir(parent)
-        dst = pdir + b"/" + name
-        try:
-            whiteout = _is_whiteout(os.lstat(dst))
-        except FileNotFoundError:
-            whiteout = False
+        _, dst, whiteout = self._upper_slot(parent, name)
         if whiteout:
             tmp = self._tmp()
             os.link(src, tmp)
@@ -912,8 +898,7 @@ class Overlay(pyfuse3.Operations):
             self._copy_up(node, data=not flags & os.O_TRUNC)  # O_TRUNC arrives here (atomic_o_trunc)
         oflags = acc | (flags & (_OPEN_PASS_FLAGS | os.O_TRUNC)) | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            self._fresh(node)
-            fd = os.open(self._real(node.layer, self._path(node)), oflags)
+            fd = os.open(self._backing(node), oflags)
         except FUSEError:
             other = self._open_fd_of(node)  # reopen of an unlinked file through /proc/PID/fd
             if other is None:
@@ -1012,14 +997,12 @@ class Overlay(pyfuse3.Operations):
         if _hidden_xattr(name):
             raise FUSEError(pyfuse3.ENOATTR)
         node = self._node(inode)
-        self._fresh(node)
-        return os.getxattr(self._real(node.layer, self._path(node)), name, follow_symlinks=False)
+        return os.getxattr(self._backing(node), name, follow_symlinks=False)
 
     @_guard
     def listxattr(self, inode, ctx):  # type: ignore[no-untyped-def]
         node = self._node(inode)
-        self._fresh(node)
-        names = os.listxattr(self._real(node.layer, self._path(node)), follow_symlinks=False)
+        names = os.listxattr(self._backing(node), follow_symlinks=False)
         return [n for n in map(os.fsencode, names) if not _hidden_xattr(n)]
 
     @_guard
@@ -1034,8 +1017,7 @@ class Overlay(pyfuse3.Operations):
         if _hidden_xattr(name):
             raise FUSEError(pyfuse3.ENOATTR)
         node = self._node(inode)
-        self._fresh(node)
-        os.getxattr(self._real(node.layer, self._path(node)), name, follow_symlinks=False)  # ENODATA first
+        os.getxattr(self._backing(node), name, follow_symlinks=False)  # ENODATA first
         os.removexattr(self._make_writable(node), name, follow_symlinks=False)
 
 

@@ -7,7 +7,6 @@ overlay driver reads its own.
 """
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import stat
@@ -15,19 +14,18 @@ import sys
 import time
 from pathlib import Path
 
+from corert import mountinfo
 from corert.drivers.storage.base import (
-    LayerView,
-    PreparedRootfs,
+    LayerRootfs,
     StorageDriver,
-    _unescape_mountinfo,
-    add_parent_changes,
     check_layers,
     check_no_overlap,
-    is_opaque,
-    is_whiteout,
-    mount_points,
+    remove_created,
+    remove_tree,
+    rmdir_if_empty,
     tree_usage,
     unmount,
+    upper_changes,
 )
 from corert.errors import ResourceError
 
@@ -42,16 +40,12 @@ def fuse_mount_at(path: str | Path) -> str | None:
     """The fs type ("fuse") of a corert FUSE mount at path, or None if there is none."""
     path = str(path)
     try:
-        with open("/proc/self/mountinfo") as f:
-            lines = f.read().splitlines()
+        mounts = mountinfo.read()
     except OSError:
         return None
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields, rfields = left.split(), right.split()
-        if (len(fields) >= 5 and len(rfields) >= 2 and rfields[0].startswith("fuse") and rfields[1] == FSNAME
-                and _unescape_mountinfo(fields[4]) == path):
-            return rfields[0]
+    for m in mounts:
+        if m.fstype.startswith("fuse") and m.source == FSNAME and m.mount_point == path:
+            return m.fstype
     return None
 
 
@@ -106,67 +100,25 @@ def _stop(pid: int, start_time: int) -> None:
         raise ResourceError(f"storage: FUSE daemon {pid} does not exit")
 
 
-def _remove(path: Path) -> None:
-    """rm -rf of a dir we made; also read-only dirs a rootless daemon copied up. Never crosses a mount."""
-    real = os.path.realpath(path)
-    if any(mp == real or mp.startswith(real + "/") for mp, _, _ in mount_points()):
-        raise ResourceError(f"storage: refusing to remove {path}: something is still mounted there")
-    try:
-        top = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(top.st_mode):
-        os.unlink(path)
-        return
-
-    def rm(d: str) -> None:
-        st = os.lstat(d)
-        if not st.st_mode & stat.S_IWUSR or not st.st_mode & stat.S_IXUSR or not st.st_mode & stat.S_IRUSR:
-            os.chmod(d, stat.S_IRWXU)
-        with os.scandir(d) as it:
-            entries = list(it)
-        for e in entries:
-            est = e.stat(follow_symlinks=False)
-            if stat.S_ISDIR(est.st_mode):
-                if est.st_dev != top.st_dev:
-                    raise ResourceError(f"storage: refusing to remove {e.path}: another filesystem")
-                rm(e.path)
-            else:
-                os.unlink(e.path)
-        os.rmdir(d)
-
-    rm(str(path))
-
-
 # ----- the prepared rootfs ---------------------------------------------------------------------------
 
-class FuseRootfs(PreparedRootfs):
+class FuseRootfs(LayerRootfs):
     """A container's rootfs served by a FUSE overlay daemon; ``state()`` is enough to tear it down later."""
+
+    driver = "fuse"
+    rootfs_name = "merged"
 
     def __init__(self, container_id: str, container_dir: Path, layers: list[Path], pid: int, start_time: int,
                  created_container_dir: bool) -> None:
-        self.container_id = container_id
-        self.container_dir = container_dir
-        self.layers = layers  # bottom first
+        super().__init__(container_id, container_dir, layers, created_container_dir)
         self.upper = container_dir / "upper"
         self.work = container_dir / "work"
-        self.rootfs = container_dir / "merged"
         self.log = container_dir / "fuse.log"
         self.pid = pid
         self.start_time = start_time
-        self.created_container_dir = created_container_dir
 
     def state(self) -> dict:
-        return {
-            "driver": "fuse",
-            "container_id": self.container_id,
-            "container_dir": str(self.container_dir),
-            "rootfs": str(self.rootfs),
-            "layers": [str(p) for p in self.layers],
-            "pid": self.pid,
-            "pid_start_time": self.start_time,
-            "created_container_dir": self.created_container_dir,
-        }
+        return {**super().state(), "pid": self.pid, "pid_start_time": self.start_time}
 
     def daemon_alive(self) -> bool:
         return _alive(self.pid, self.start_time)
@@ -176,28 +128,7 @@ class FuseRootfs(PreparedRootfs):
 
     def changes(self) -> list[tuple[str, str]]:
         # The upper dir is in overlayfs form: read it exactly as the kernel overlay driver reads its own.
-        view = LayerView(self.layers)
-        out: dict[str, str] = {}
-        stack = [""]
-        while stack:
-            dirrel = stack.pop()
-            with os.scandir(self.upper / dirrel if dirrel else self.upper) as it:
-                entries = list(it)
-            for entry in entries:
-                rel = f"{dirrel}/{entry.name}" if dirrel else entry.name
-                st = entry.stat(follow_symlinks=False)
-                lower = view.lookup(rel)
-                if is_whiteout(st):
-                    if lower is not None:
-                        out[rel] = "D"
-                    continue
-                out[rel] = "C" if lower is not None else "A"
-                if stat.S_ISDIR(st.st_mode):
-                    if lower is not None and is_opaque(entry.path):
-                        for name in view.listdir(rel) - set(os.listdir(entry.path)):
-                            out[f"{rel}/{name}"] = "D"
-                    stack.append(rel)
-        return add_parent_changes(out, view)
+        return upper_changes(self.upper, self.layers)
 
     def teardown(self) -> None:
         """Unmount, stop the daemon, remove what prepare made. Safe to call again, and after a crash."""
@@ -214,15 +145,14 @@ class FuseRootfs(PreparedRootfs):
         if not errors:
             for path in (self.rootfs, self.work, self.upper, self.log):
                 try:
-                    _remove(path)
+                    remove_tree(path)
                 except (OSError, ResourceError) as e:
                     errors.append(str(e))
             if self.created_container_dir:
                 try:
-                    os.rmdir(self.container_dir)
+                    rmdir_if_empty(self.container_dir)
                 except OSError as e:
-                    if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
-                        errors.append(str(e))
+                    errors.append(str(e))
         if errors:
             raise ResourceError(f"storage: FUSE rootfs of {self.container_id!r}: " + "; ".join(errors))
 
@@ -307,8 +237,6 @@ class FuseOverlayDriver(StorageDriver):
             return rootfs
         except BaseException as e:
             self._undo(rootfs, made)
-            if isinstance(e, ResourceError):
-                raise
             if isinstance(e, OSError):
                 raise ResourceError(f"storage: FUSE overlay for {container_id!r}: {e}") from None
             raise
@@ -329,17 +257,15 @@ class FuseOverlayDriver(StorageDriver):
                 _unmount_fuse(rootfs.rootfs)
             if rootfs.pid:
                 _stop(rootfs.pid, rootfs.start_time)
-            for p in reversed(made):
-                _remove(p)
+            remove_created(made)
             if rootfs.created_container_dir:
-                os.rmdir(rootfs.container_dir)
+                rmdir_if_empty(rootfs.container_dir)
         except (OSError, ResourceError):
             pass
 
     def load(self, state: dict) -> FuseRootfs:
         """Rebuild the handle from ``FuseRootfs.state()`` (e.g. in ``corert delete``)."""
-        if state.get("driver") != self.name:
-            raise ResourceError(f"storage: state of driver {state.get('driver')!r} given to {self.name!r}")
+        self.check_state(state)
         return FuseRootfs(state["container_id"], Path(state["container_dir"]), [Path(p) for p in state["layers"]],
                           int(state["pid"]), int(state["pid_start_time"]),
                           bool(state.get("created_container_dir")))

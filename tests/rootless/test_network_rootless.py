@@ -1,0 +1,157 @@
+"""User-mode networking for rootless containers: an unprivileged user made by a fixture runs the front door
+with --net=slirp (slirp4netns) and --net=pasta, publishes a port and reaches it on the host's 127.0.0.1.
+
+/dev/net/tun is 0600 on this machine (many hosts ship 0666): the tests that need it open it for their
+duration and put it back; one test checks the one-line error when it is not accessible. Traffic goes only
+to 127.0.0.1 of this machine.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from support import CORERT
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="makes an unprivileged user (needs root)")
+
+USER = "corert-netrl"
+TUN = "/dev/net/tun"
+HTTPD = "mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 80 -h /www"
+
+
+def _drop_user() -> None:
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        return
+    subprocess.run(["userdel", "-r", "-f", USER], capture_output=True)
+
+
+def _set_subids(add: bool) -> None:
+    for path in ("/etc/subuid", "/etc/subgid"):
+        lines = [line for line in open(path).read().splitlines() if not line.startswith(f"{USER}:")]
+        if add:
+            lines.append(f"{USER}:500000:65536")
+        with open(path, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+
+
+@pytest.fixture(scope="module")
+def user():
+    _drop_user()
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", USER], check=True, capture_output=True)
+    _set_subids(True)
+    entry = pwd.getpwnam(USER)
+    runtime = f"/tmp/corert-test-run-{entry.pw_uid}"   # pytest's tmp dirs are private to root
+    shutil.rmtree(runtime, ignore_errors=True)
+    os.mkdir(runtime, 0o700)
+    os.chown(runtime, entry.pw_uid, entry.pw_gid)
+    yield entry, str(runtime)
+    for name in run_as((entry, str(runtime)), "ps", "-aq").stdout.split():
+        run_as((entry, str(runtime)), "rm", "-f", name)
+    _drop_user()
+    _set_subids(False)
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+def run_as(user, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    entry, runtime = user
+    env = {"PATH": "/usr/bin:/bin", "HOME": entry.pw_dir, "USER": entry.pw_name, "XDG_RUNTIME_DIR": runtime}
+    return subprocess.run(["runuser", "-u", entry.pw_name, "--", "env", *[f"{k}={v}" for k, v in env.items()],
+                           CORERT, *args], capture_output=True, text=True, timeout=timeout, cwd="/")
+
+
+def helpers_of(user) -> list[str]:
+    """The user's live slirp4netns/pasta processes (after a short settle: they get SIGTERM first)."""
+    entry, _ = user
+    deadline = time.monotonic() + 5
+    while True:
+        out = subprocess.run(["ps", "-u", str(entry.pw_uid), "-o", "stat=,args="], capture_output=True,
+                             text=True).stdout
+        live = [line for line in out.splitlines()
+                if ("slirp4netns" in line or "pasta" in line) and not line.strip().startswith("Z")]
+        if not live or time.monotonic() > deadline:
+            return live
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def tun_open():
+    mode = os.stat(TUN).st_mode & 0o777
+    os.chmod(TUN, 0o666)
+    yield
+    os.chmod(TUN, mode)
+
+
+def http_get(port: int) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    return data.decode(errors="replace").strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("net,port", [("slirp", 18091), ("pasta", 18092)])
+def test_published_port_answers_on_host_loopback(user, tun_open, net, port):
+    r = run_as(user, "run", "-d", "--name", f"web-{net}", f"--net={net}", "-p", f"{port}:80", "busybox", "sh",
+               "-c", HTTPD.format(text=f"hello-{net}"))
+    assert r.returncode == 0, r.stderr
+    try:
+        # The helper is ready before `run -d` returns, and httpd listens soon after: retry briefly.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                body = http_get(port)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert body == f"hello-{net}"
+        e = run_as(user, "exec", f"web-{net}", "sh", "-c", "ip -o link | cut -d: -f2; cat /etc/hostname")
+        assert e.returncode == 0, e.stderr
+        assert len(helpers_of(user)) == 1
+    finally:
+        assert run_as(user, "rm", "-f", f"web-{net}").returncode == 0
+    assert helpers_of(user) == []
+    with pytest.raises(OSError):
+        http_get(port)
+
+
+def test_slirp_gives_outbound_stack_without_host_loopback(user, tun_open):
+    r = run_as(user, "run", "--rm", "--net=slirp", "busybox", "sh", "-c",
+               "ip -o -4 addr show tap0; ip route; cat /etc/resolv.conf")
+    assert r.returncode == 0, r.stderr
+    assert "10.0.2.100/24" in r.stdout and "default via 10.0.2.2" in r.stdout
+    assert "nameserver 10.0.2.3" in r.stdout
+    assert helpers_of(user) == []
+
+
+def test_helper_of_an_exited_container_is_swept(user, tun_open):
+    r = run_as(user, "run", "-d", "--name", "short", "--net=slirp", "busybox", "true")
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 10
+    while "running" in run_as(user, "ps").stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    p = run_as(user, "network", "prune")
+    assert p.returncode == 0, p.stderr
+    assert "helper" in p.stdout
+    assert helpers_of(user) == []
+    assert run_as(user, "rm", "short").returncode == 0
+
+
+def test_inaccessible_tun_is_reported_with_the_fix(user):
+    if os.stat(TUN).st_mode & 0o006 == 0o006:
+        pytest.skip(f"{TUN} is open to everyone on this host")
+    for net in ("slirp", "pasta"):
+        r = run_as(user, "run", "--rm", f"--net={net}", "busybox", "true")
+        assert r.returncode == 125
+        assert f"chmod 0666 {TUN}" in r.stderr and len(r.stderr.strip().splitlines()[-1]) < 200
+    assert run_as(user, "ps", "-aq").stdout.split() == []
