@@ -50,7 +50,7 @@ def podmen(tmp_path_factory, image_tar):
     made = {}
     try:
         for name in ENGINE_RUNTIMES:
-            p = Podman(tmp_path_factory.mktemp(f"bench-podman-{name}"), RUNTIMES[name])
+            p = Podman(tmp_path_factory.mktemp(f"pm-{name}"), RUNTIMES[name])   # short: podman caps the runroot at 50
             made[name] = p
             p("load", "-i", str(image_tar))
         yield made
@@ -74,6 +74,7 @@ def containerd(tmp_path_factory, image_tar):
         daemon.image = daemon("images", "ls", "--quiet").stdout.split()[0]
         yield daemon
     finally:
+        daemon.remove_all()
         daemon.stop()
         for m in sorted(mounts_under(str(base)), key=len, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True)

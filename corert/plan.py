@@ -9,6 +9,7 @@ import os
 import stat
 from pathlib import Path
 
+from corert.drivers.cgroups import in_user_namespace
 from corert.errors import ConfigError
 from corert.plan_types import DeviceEntry, LaunchPlan, MountEntry
 from corert.spec import mountopts as mo
@@ -201,7 +202,8 @@ def compile_plan(config: dict, bundle: Path, *, cgroup_mounts: list[tuple[str, s
     plan.no_pivot = no_pivot
     if clone_flags & mo.NAMESPACE_FLAGS["mount"] or any(t == mo.NAMESPACE_FLAGS["mount"] for t, _ in joins):
         plan.mounts = _mount_entries(config, bundle, list(cgroup_mounts))
-        plan.devices = _devices(config, user_ns, plan.mounts)
+        # Inside a user namespace (ours, or the one rootless podman runs us in) mknod is refused: bind.
+        plan.devices = _devices(config, user_ns or in_user_namespace(), plan.mounts)
         if plan.devices:
             plan.symlinks = [(a.encode(), b.encode()) for a, b in DEV_SYMLINKS]
             if any(m.target == b"/dev/pts" for m in plan.mounts):

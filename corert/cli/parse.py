@@ -442,7 +442,30 @@ def is_front_exec(args: list[str], state_root: str) -> bool:
         if opt is not None and opt.kind != "bool" and not eq:
             i += 1
         i += 1
-    return bool(target) and not os.path.isdir(os.path.join(state_root, target))
+    if not target or os.path.isdir(os.path.join(state_root, target)):
+        return False
+    # Not a container id: docker's exec if it names a front-door container (by name or id prefix);
+    # otherwise runc's, which reports the missing container with runc's exit code.
+    return _names_a_container(state_root, target)
+
+
+def _names_a_container(state_root: str, ref: str) -> bool:
+    import json
+
+    try:
+        entries = os.listdir(state_root)
+    except OSError:
+        return False
+    for entry in entries:
+        if entry.startswith(ref):
+            return True
+        try:
+            with open(os.path.join(state_root, entry, "state.json"), "rb") as f:
+                if json.loads(f.read()).get("extra", {}).get("name") == ref:
+                    return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def route(verb: str, args: list[str]) -> str:

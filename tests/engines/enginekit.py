@@ -137,14 +137,23 @@ def cgroup_dir(pid: int, controller: str) -> str | None:
 
 
 class Podman:
-    """podman with a private everything, pinned to one OCI runtime."""
+    """podman with a private everything, pinned to one OCI runtime. With `user` (a pwd entry), rootless:
+    run as that user through runuser, vfs storage, no cgroups (v1 is not delegated), base owned by it."""
 
-    def __init__(self, base: Path, runtime: str) -> None:
+    def __init__(self, base: Path, runtime: str, user=None) -> None:  # noqa: ANN001 - pwd.struct_passwd
         self.base = base
         self.runtime = runtime
-        # The runtime's default --root as root (podman passes none).
-        self.state_root = Path("/run/corert" if os.path.basename(runtime) == "corert" else "/run/runc")
-        self.cgroup_parent = own_cgroup_parent(f"engines-podman-{os.getpid()}-{base.name}")
+        self.user = user
+        name = os.path.basename(runtime)
+        if user is None:
+            # The runtime's default --root as root (podman passes none).
+            self.state_root = Path(f"/run/{name}")
+            self.cgroup_parent = own_cgroup_parent(f"engines-podman-{os.getpid()}-{base.name}")
+        else:
+            xdg = base / "xdg"          # podman wants its own 0700 XDG_RUNTIME_DIR
+            xdg.mkdir(mode=0o700)
+            self.state_root = xdg / name  # runc and corert: $XDG_RUNTIME_DIR/<name> when rootless
+            self.cgroup_parent = None
         self.hooks_dir = base / "hooks"
         self.hooks_dir.mkdir()
         (base / "cni").mkdir()
@@ -162,19 +171,25 @@ class Podman:
             f'hooks_dir = ["{self.hooks_dir}"]\n'
             # podman passes --log-format=json and reads the runtime's errors from the log only for these.
             'runtime_supports_json = ["crun", "runc", "kata", "corert"]\n')
-        storage = base / "storage.conf"
-        storage.write_text(f'[storage]\ndriver = "overlay"\nrunroot = "{base / "run"}"\n'
+        storage = base / "storage.conf"   # runroot "r": podman refuses one longer than 50 characters
+        storage.write_text(f'[storage]\ndriver = "{"vfs" if user else "overlay"}"\nrunroot = "{base / "r"}"\n'
                            f'graphroot = "{base / "graph"}"\n')
         self.env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(base), "CONTAINERS_CONF": str(conf),
                     "CONTAINERS_STORAGE_CONF": str(storage)}
-        self.globals = ["--runtime", runtime, "--root", str(base / "graph"), "--runroot", str(base / "run"),
+        if user is not None:
+            self.env.update(USER=user.pw_name, XDG_RUNTIME_DIR=str(base / "xdg"))
+            subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(base)], check=True)
+        self.globals = ["--runtime", runtime, "--root", str(base / "graph"), "--runroot", str(base / "r"),
                         "--tmpdir", str(base / "libpod-tmp"), "--cgroup-manager", "cgroupfs",
                         "--events-backend", "file"]
 
     def argv(self, *args: str) -> list[str]:
         args = list(args)
-        if args and args[0] in ("run", "create"):
+        if args and args[0] in ("run", "create") and self.cgroup_parent:
             args[1:1] = ["--cgroup-parent", self.cgroup_parent]
+        if self.user is not None:
+            return ["runuser", "-u", self.user.pw_name, "--", "env", "-i",
+                    *[f"{k}={v}" for k, v in self.env.items()], "podman", *self.globals, *args]
         return ["podman", *self.globals, *args]
 
     def __call__(self, *args: str, input: str | None = None, check: bool = True,
@@ -241,6 +256,13 @@ class Containerd:
         if check and r.returncode != 0:
             raise AssertionError(f"ctr {' '.join(args)} exited {r.returncode}: {r.stderr.strip()}")
         return r
+
+    def remove_all(self) -> None:
+        """Kill and delete every task and container in our namespace (what a failed test may leave)."""
+        for c in self("container", "ls", "--quiet", check=False).stdout.split():
+            self("task", "kill", "--all", "--signal", "SIGKILL", c, check=False)
+            self("task", "delete", "--force", c, check=False)
+            self("container", "delete", c, check=False)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

@@ -75,10 +75,7 @@ def containerd(tmp_path_factory, image_tar):
         daemon.image = daemon("images", "ls", "--quiet").stdout.split()[0]   # the tar's own ref name
         yield daemon
     finally:
-        for c in daemon("container", "ls", "--quiet", check=False).stdout.split():
-            daemon("task", "kill", "--all", "--signal", "SIGKILL", c, check=False)
-            daemon("task", "delete", "--force", c, check=False)
-            daemon("container", "delete", c, check=False)
+        daemon.remove_all()
         daemon("images", "rm", getattr(daemon, "image", "-"), check=False)
         daemon.stop()
         left_mounts = mounts_under(str(base))

@@ -85,6 +85,22 @@ def test_run_interactive_stdin(podman):
     assert r.stdout == "line one\nline two\ndone\n"
 
 
+def test_only_stdio_reaches_the_processes(podman):
+    """conmon runs the runtime with its sync/start pipes (_OCI_SYNCPIPE, _OCI_STARTPIPE) open: neither
+    the container's init nor an exec'd process may inherit them (or anything else of the runtime's), nor
+    see those variables. Checked from the host, in /proc."""
+    podman("run", "-d", "--name", "fd", IMAGE, "sleep", "1000")
+    podman("exec", "--detach", "fd", "sleep", "999")
+    hpids = {line.split(None, 1)[1].strip(): line.split()[0]
+             for line in podman("top", "fd", "hpid", "args").stdout.splitlines()[1:]}
+    assert set(hpids) == {"sleep 1000", "sleep 999"}, hpids
+    for hpid in hpids.values():
+        assert sorted(os.listdir(f"/proc/{hpid}/fd"), key=int) == ["0", "1", "2"]
+        with open(f"/proc/{hpid}/environ", "rb") as f:
+            assert b"_OCI_" not in f.read()
+    podman("rm", "-f", "-t", "0", "fd")
+
+
 def test_run_tty_gets_terminal_and_window_size(podman):
     """-t: conmon hands the runtime a console socket; the pty master comes back over it, sized as ours."""
     rc, out = run_in_pty(podman.argv("run", "--rm", "-t", IMAGE, "sh", "-c",

@@ -59,6 +59,16 @@ def _writable(directory: str) -> bool:
     return os.access(directory, os.W_OK) and os.access(os.path.join(directory, "cgroup.procs"), os.W_OK)
 
 
+def in_user_namespace() -> bool:
+    """uid 0 of a user namespace other than the initial one (rootless podman runs its runtime so): the
+    cgroup hierarchies are the host's, so they are treated as for an unprivileged user (as runc does)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
 def detect(manager: str = "auto") -> "CgroupDriver":
     """The cgroup driver for this host; manager is auto|v1|v2|none (explicit choices are not probed)."""
     manager = _ALIASES.get(manager, manager)
@@ -87,7 +97,7 @@ def detect(manager: str = "auto") -> "CgroupDriver":
     if not kind:
         return get_driver("none", "no usable cgroup hierarchy is mounted; running without resource limits")
 
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 or in_user_namespace():
         if kind == "v2":
             mp, root = unified[0]
             dirs = [host_dir(mp, root, current.get("", "/"))]
