@@ -1,9 +1,10 @@
 """Turn a pytest-benchmark JSON into the results: a markdown table, ratios vs the targets, a PNG chart,
 and the results section of benchmarks/README.md (between the marker comments).
 
-    .venv/bin/python benchmarks/report.py [benchmark-json] [--phases phases.json] [--no-readme]
+    .venv/bin/python benchmarks/report.py [benchmark-json ...] [--phases phases.json] [--no-readme]
 
-Default input: benchmarks/results/latest.json (what `benchmarks/run` writes). Prints the markdown.
+Default input: benchmarks/results/latest.json (what `benchmarks/run` writes); several JSONs are merged
+(e.g. latest.json plus a separate run of one file). Prints the markdown.
 """
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-KNOWN_GROUPS = ("run", "create-start-delete", "front-door", "image-import")   # the rest: a generic table
+KNOWN_GROUPS = ("run", "create-start-delete", "front-door", "image-import", "network-start",
+                "network-throughput")   # the rest: a generic table
+CHARTED = {"run": "run /bin/true (one CLI call)",      # group -> panel title in the PNG
+           "create-start-delete": "create + start + delete (3 CLI calls)",
+           "front-door": "corert run --rm busybox true, per storage driver"}
 TARGET_VS_RUNC = 0.8      # issue 2: `corert run` at most 0.8x runc
 STRETCH_VS_CRUN = 1.5     # stretch: within 1.5x crun
 
@@ -130,6 +135,30 @@ def _import_table(rows: list[Row]) -> list[str]:
     return lines
 
 
+def _network_tables(rows: list[Row]) -> list[str]:
+    """Start latency per network driver, and throughput over a published port in MiB/s."""
+    out: list[str] = []
+    start = [r for r in rows if r.group == "network-start"]
+    if start:
+        none = {rl: r.ms for r in start if r.extra.get("driver") == "none"
+                for rl in [bool(r.extra.get("rootless"))]}
+        out += ["### Network drivers: `corert run --rm --net=D busybox true`", "",
+                "| what | median ms | IQR ms | rounds | minus --net=none (same user) ms |",
+                "|---|---:|---:|---:|---:|"]
+        for r in sorted(start, key=lambda r: (bool(r.extra.get("rootless")), r.median)):
+            base = none.get(bool(r.extra.get("rootless"))) if "driver" in r.extra else None
+            delta = f"{r.ms - base:+.1f}" if base is not None and r.extra.get("driver") != "none" else ""
+            out.append(f"| {r.label} | {r.ms:.2f} | {(r.q3 - r.q1) * 1e3:.2f} | {r.rounds} | {delta} |")
+    tp = [r for r in rows if r.group == "network-throughput"]
+    if tp:
+        out += ([""] if out else []) + ["### Network throughput: container -> host over a published port "
+                "(a Python socket reading to EOF from 127.0.0.1)", "",
+                "| what | median s | IQR s | MiB/s (median round) | rounds |", "|---|---:|---:|---:|---:|"]
+        out += [f"| {r.label} | {r.median:.3f} | {r.q3 - r.q1:.3f} | {_fmt(r.extra.get('mib_per_s'), '.0f')} | "
+                f"{r.rounds} |" for r in sorted(tp, key=lambda r: r.median)]
+    return out
+
+
 def phases_table(phases: dict) -> list[str]:
     """The table of benchmarks/phases.py's JSON (where the milliseconds of one corert run go)."""
     sys.path.insert(0, str(BENCH_DIR))
@@ -143,15 +172,13 @@ def machine_line(meta: dict, rows: list[Row]) -> str:
     count = (mi.get("cpu") or {}).get("count", "?")
     loads = [r.extra["loadavg"] for r in rows if "loadavg" in r.extra]
     load = f", load average during the run {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+    merged = f"; merged with {', '.join(meta['merged'])}" if meta.get("merged") else ""
     return (f"{cpu}, {count} vCPU, kernel {mi.get('release') or platform.release()}, "
-            f"Python {mi.get('python_version', '?')}; run {meta.get('datetime', '')[:19]}{load}")
+            f"Python {mi.get('python_version', '?')}; run {meta.get('datetime', '')[:19]}{merged}{load}")
 
 
-def markdown(rows: list[Row], meta: dict, phases: dict | None = None) -> str:
-    s = summary(rows)
-    run, csd, ratio = s["run_ms"], s["csd_ms"], s["ratios"]
-    out = [f"Machine: {machine_line(meta, rows)}.", ""]
-    out += ["### Start latency: `X run --bundle B ID` (/bin/true, the same bundle)", ""]
+def _run_tables(rows: list[Row], run: dict, csd: dict, ratio: dict) -> list[str]:
+    out = ["", "### Start latency: `X run --bundle B ID` (/bin/true, the same bundle)", ""]
     out += _latency_table(rows, "run", run["floor"],
                           [("crun run, minus the unshare+umount wrapper (estimate)", run["crun_net"])])
     out += ["", "### Ratios vs the targets", "",
@@ -164,6 +191,15 @@ def markdown(rows: list[Row], meta: dict, phases: dict | None = None) -> str:
             f"| corert run / kernel floor | {_fmt(ratio['corert/floor'], '.1f')} | | |",
             f"| corert / runc, create+start+delete (3 CLI calls) | {_fmt(ratio['csd corert/runc'])} | | |",
             f"| corert / crun (net), create+start+delete | {_fmt(ratio['csd corert/crun_net'])} | | |"]
+    return out
+
+
+def markdown(rows: list[Row], meta: dict, phases: dict | None = None) -> str:
+    s = summary(rows)
+    run, csd, ratio = s["run_ms"], s["csd_ms"], s["ratios"]
+    out = [f"Machine: {machine_line(meta, rows)}."]
+    if any(r.group == "run" for r in rows):   # absent in e.g. `benchmarks/run -k network`
+        out += _run_tables(rows, run, csd, ratio)
     if any(r.group == "create-start-delete" for r in rows):
         out += ["", "### create + start + delete as three CLI calls (what engines do)", ""]
         out += _latency_table(rows, "create-start-delete", run["floor"],
@@ -174,6 +210,9 @@ def markdown(rows: list[Row], meta: dict, phases: dict | None = None) -> str:
     imports = _import_table(rows)
     if imports:
         out += ["", "### Image import/unpack throughput (one generated layer)", ""] + imports
+    network = _network_tables(rows)
+    if network:
+        out += [""] + network
     others = [r for r in rows if r.group not in KNOWN_GROUPS]
     if others:
         out += ["", "### Other benchmarks in this run", "",
@@ -183,7 +222,8 @@ def markdown(rows: list[Row], meta: dict, phases: dict | None = None) -> str:
     if phases:
         out += ["", f"### Where one `corert run` spends its time (benchmarks/phases.py, median of "
                     f"{phases.get('rounds')} fresh processes)", ""] + phases_table(phases)
-    out += ["", "![start latency](results/start_latency.png)"]
+    if any(r.group in CHARTED for r in rows):
+        out += ["", "![start latency](results/start_latency.png)"]
     return "\n".join(out) + "\n"
 
 
@@ -194,12 +234,9 @@ def chart(rows: list[Row], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     s = summary(rows)
-    panels = [(g, title) for g, title in (("run", "run /bin/true (one CLI call)"),
-                                          ("create-start-delete", "create + start + delete (3 CLI calls)"),
-                                          ("front-door", "corert run --rm busybox true, per storage driver"))
-              if any(r.group == g for r in rows)]
+    panels = [(g, title) for g, title in CHARTED.items() if any(r.group == g for r in rows)]
     if not panels:
-        raise ReportError("no start-latency benchmarks to chart")
+        return   # e.g. `benchmarks/run -k network`: tables only
     colors = {"corert": "#d62728", "runc": "#1f77b4", "crun": "#2ca02c", "floor": "#7f7f7f", "wrapper": "#bcbd22"}
     heights = [sum(1 for r in rows if r.group == g) + (1 if g != "front-door" else 0) for g, _ in panels]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.2 + 0.45 * sum(heights) + 0.6 * len(panels)),
@@ -245,14 +282,19 @@ def update_readme(readme: Path, section: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="benchmark JSON -> table, chart, README results")
-    ap.add_argument("json", nargs="?", default=str(RESULTS / "latest.json"))
+    ap.add_argument("json", nargs="*", default=[str(RESULTS / "latest.json")],
+                    help="pytest-benchmark JSON(s); rows merged, machine info from the first")
     ap.add_argument("--phases", help="phases.py JSON to include (default: results/phases.json if present)")
     ap.add_argument("--png", default=str(RESULTS / "start_latency.png"))
     ap.add_argument("--readme", default=str(README))
     ap.add_argument("--no-readme", action="store_true", help="print only; leave README.md alone")
     ns = ap.parse_args(argv)
     try:
-        rows, meta = load(Path(ns.json))
+        rows, meta = load(Path(ns.json[0]))
+        for more in ns.json[1:]:
+            more_rows, more_meta = load(Path(more))
+            rows += more_rows
+            meta.setdefault("merged", []).append(f"{Path(more).name} (run {more_meta['datetime'][:19]})")
         phases_path = Path(ns.phases) if ns.phases else RESULTS / "phases.json"
         phases = json.loads(phases_path.read_text()) if phases_path.exists() else None
         text = markdown(rows, meta, phases)

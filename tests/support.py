@@ -123,3 +123,79 @@ class Cli:
             for entry in self.root.iterdir():
                 if entry.is_dir() and not entry.name.startswith("."):
                     self("delete", "--force", entry.name)
+
+
+# ---- test users --------------------------------------------------------------------------------------------
+SUBID_FILES = ("/etc/subuid", "/etc/subgid")
+
+
+def user_runtime_dir(uid: int) -> str:
+    """XDG_RUNTIME_DIR for a test user: pytest's tmp dirs are private to root."""
+    return f"/tmp/corert-test-run-{uid}"
+
+
+def set_subids(name: str, ids: str | None) -> None:
+    """Give name exactly the subordinate uid/gid range ids ("start:count"), or none: useradd may or may
+    not add one (SUB_UID_* in login.defs), a test needs to know which."""
+    for path in SUBID_FILES:
+        with open(path) as f:
+            lines = [line for line in f.read().splitlines() if not line.startswith(f"{name}:")]
+        if ids is not None:
+            lines.append(f"{name}:{ids}")
+        with open(path, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+
+
+def _pids_of(uid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    pids.append(int(entry))
+            except FileNotFoundError:
+                continue
+    return pids
+
+
+def remove_test_user(name: str) -> None:
+    """Kill the user's processes, delete it with its home and runtime dir, drop its subordinate ids."""
+    import pwd
+    import signal
+    import time
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return
+    # Rootless engines leave processes behind (podman's pause process holds the user namespace).
+    for _ in range(50):
+        pids = _pids_of(entry.pw_uid)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    subprocess.run(["userdel", "--remove", "--force", name], capture_output=True)
+    shutil.rmtree(user_runtime_dir(entry.pw_uid), ignore_errors=True)
+    set_subids(name, None)
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return
+    raise AssertionError(f"userdel left user {name}")
+
+
+def make_test_user(name: str, subids: str | None, home: bool = True, shell: str = "/bin/sh"):
+    """A fresh unprivileged user (whatever an earlier run left is removed first) with exactly the
+    subordinate id range subids ("start:count", or None). Returns its pwd entry."""
+    import pwd
+
+    remove_test_user(name)
+    subprocess.run(["useradd", "--create-home" if home else "--no-create-home", "--shell", shell, name],
+                   check=True, capture_output=True)
+    set_subids(name, subids)
+    return pwd.getpwnam(name)

@@ -51,18 +51,14 @@ async def collect(wait: Callable[[], Any], stdio: Stdio, input: bytes | None) ->
     return status, bytes(out), bytes(err)
 
 
-class ExecProcess:
-    """A process started in a running container by `Container.open_exec`."""
+class _StdioStreams:
+    """stdin/stdout/stderr of a process made by the API: a pipe where it asked for one, else None."""
 
-    def __init__(self, container: Container, child: ChildProcess, stdio: Stdio, launcher: Any) -> None:
-        self.container = container
-        self.pid = child.pid
-        self._child = child
-        self._stdio = stdio
-        self._launcher = launcher
+    _stdio: Stdio
 
     @property
     def stdin(self) -> trio.abc.SendStream | None:
+        """A pipe to the process's stdin when it was made with stdin=True."""
         return self._stdio.stdin
 
     @property
@@ -72,6 +68,17 @@ class ExecProcess:
     @property
     def stderr(self) -> trio.abc.ReceiveStream | None:
         return self._stdio.stderr
+
+
+class ExecProcess(_StdioStreams):
+    """A process started in a running container by `Container.open_exec`."""
+
+    def __init__(self, container: Container, child: ChildProcess, stdio: Stdio, launcher: Any) -> None:
+        self.container = container
+        self.pid = child.pid
+        self._child = child
+        self._stdio = stdio
+        self._launcher = launcher
 
     async def wait(self) -> ExitStatus:
         return await self._child.wait()
@@ -137,7 +144,7 @@ class _ExecContext:
             await self._proc._close()
 
 
-class Container:
+class Container(_StdioStreams):
     """One container of a Runtime. Created (not started) when the `async with` body begins."""
 
     def __init__(self, runtime: Runtime, record: ContainerRecord, pidfd: int, stdio: Stdio) -> None:
@@ -157,20 +164,6 @@ class Container:
 
     def __repr__(self) -> str:
         return f"<corert.Container {self.name} id={self.id[:12]} pid={self.pid}>"
-
-    # ---- stdio -------------------------------------------------------------------------------------------
-    @property
-    def stdin(self) -> trio.abc.SendStream | None:
-        """A pipe to the process's stdin when the container was made with stdin=True."""
-        return self._stdio.stdin
-
-    @property
-    def stdout(self) -> trio.abc.ReceiveStream | None:
-        return self._stdio.stdout
-
-    @property
-    def stderr(self) -> trio.abc.ReceiveStream | None:
-        return self._stdio.stderr
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:

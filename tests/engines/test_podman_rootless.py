@@ -9,16 +9,14 @@ cgroup v1 with any runtime).
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from engines.enginekit import RUNTIMES, Podman, run_in_pty, wait_for
+from support import make_test_user, remove_test_user
 
 pytestmark = [
     pytest.mark.engines,
@@ -29,62 +27,19 @@ pytestmark = [
 ]
 
 USER = "corert-engines"
-SUBIDS = "500000:65536"      # not overlapping tests/rootless' range
+SUBIDS = "600000:65536"      # not overlapping the ranges of tests/rootless (400000, 500000)
 IMAGE = "localhost/busybox:latest"
 WAIT_SIZE = "until size=$(stty size 2>/dev/null); [ -n \"$size\" ] && [ \"$size\" != '0 0' ]; do sleep 0.05; done; echo $size"
 TRAPPER = ["sh", "-c", "trap 'echo got-usr1' USR1; trap 'echo got-term; exit 7' TERM; echo ready; "
            "while :; do sleep 0.1; done"]
 
 
-def _user_pids(uid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    pids.append(int(entry))
-            except FileNotFoundError:
-                continue
-    return pids
-
-
-def _remove_user(name: str) -> None:
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        return
-    # podman leaves a pause process (it holds the user namespace): end the user's processes by pid.
-    for _ in range(50):
-        pids = _user_pids(entry.pw_uid)
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.05)
-    subprocess.run(["userdel", "--remove", "--force", name], capture_output=True)
-    for path in ("/etc/subuid", "/etc/subgid"):
-        with open(path) as f:
-            lines = [line for line in f.read().splitlines() if not line.startswith(f"{name}:")]
-        with open(path, "w") as f:
-            f.write("".join(line + "\n" for line in lines))
-
-
 @pytest.fixture(scope="module")
 def test_user():
-    _remove_user(USER)
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True, capture_output=True)
-    for path in ("/etc/subuid", "/etc/subgid"):
-        with open(path) as f:
-            lines = [line for line in f.read().splitlines() if not line.startswith(f"{USER}:")]
-        with open(path, "w") as f:
-            f.write("".join(line + "\n" for line in lines + [f"{USER}:{SUBIDS}"]))
     try:
-        yield pwd.getpwnam(USER)
+        yield make_test_user(USER, SUBIDS)
     finally:
-        _remove_user(USER)
+        remove_test_user(USER)
 
 
 @pytest.fixture(scope="module", params=sorted(RUNTIMES))

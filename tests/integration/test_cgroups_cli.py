@@ -16,6 +16,7 @@ import pytest
 from corert.drivers import cgroups
 from corert.drivers.cgroups import _util
 from corert.drivers.cgroups.convert import host_dir
+from cgroupkit import kv, read, wait_until
 from support import read_config, write_config
 
 MiB = 1 << 20
@@ -45,23 +46,6 @@ def cgdir(pid: int, controller: str) -> Path:
         if fstype == "cgroup" and controller in controllers:
             return Path(host_dir(mountpoint, root, path))
     raise AssertionError(f"no {controller} hierarchy mounted")
-
-
-def read(path: Path) -> str:
-    return path.read_text().strip()
-
-
-def kv(path: Path) -> dict[str, int]:
-    return {k: int(v) for k, v in (line.split() for line in read(path).splitlines())}
-
-
-def wait_until(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def start_detached(corert, bundle: Path, cid: str) -> int:

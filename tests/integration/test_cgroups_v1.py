@@ -19,13 +19,13 @@ from corert.drivers import cgroups
 from corert.drivers.cgroups import _util
 from corert.drivers.cgroups import v1 as v1mod
 from corert.errors import ResourceError, UsageError
+from cgroupkit import SH, cgroup_handles, read, reap, spawn, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 TOKEN = f"corert-t{os.getpid()}"   # cgroup dir names: corert-<container id>, ids start with t<pid>
-SH = "/bin/sh"
 
 
 def _our_dirs() -> list[str]:
@@ -52,44 +52,11 @@ def no_leftovers():
     assert _our_dirs() == [], "cgroups leaked"
 
 
-_counter = iter(range(10**6))
-
-
 @pytest.fixture
 def make():
     """Factory: driver.create(...) with a unique id, destroyed at teardown even when the test fails."""
-    handles = []
-
-    def create(resources: dict | None = None, cgroups_path: str | None = None, driver=None):
-        cid = f"t{os.getpid()}-{next(_counter)}"
-        handle = (driver or cgroups.detect("v1")).create(cid, cgroups_path, resources)
-        handles.append(handle)
-        return handle
-
-    yield create
-    for handle in handles:
-        handle.destroy()
-
-
-def spawn(handle, *cmd: str, **kw) -> subprocess.Popen:
-    """Start cmd so that it only runs (execs) after it was attached to the cgroup."""
-    proc = subprocess.Popen([SH, "-c", 'read _ && exec "$@"', "sh", *cmd], stdin=subprocess.PIPE, **kw)
-    handle.attach(proc.pid)
-    proc.stdin.write(b"go\n")
-    proc.stdin.close()
-    proc.stdin = None   # so communicate() does not touch it
-    return proc
-
-
-def reap(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
-
-
-def read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
+    with cgroup_handles(f"t{os.getpid()}", lambda: cgroups.detect("v1")) as create:
+        yield create
 
 
 def test_create_places_and_writes_limits(make) -> None:
@@ -158,7 +125,7 @@ def test_freeze_and_thaw(make, tmp_path) -> None:
     counter = tmp_path / "count"
     proc = spawn(h, SH, "-c", f'i=0; while :; do i=$((i+1)); echo $i > {counter}; sleep 0.01; done')
     try:
-        assert _wait(lambda: counter.exists() and counter.read_text().strip() not in ("", "1"))
+        assert wait_until(lambda: counter.exists() and counter.read_text().strip() not in ("", "1"))
         h.freeze()
         assert h.is_frozen()
         assert read(f"{h._dir('freezer')}/freezer.state") == "FROZEN"
@@ -168,7 +135,7 @@ def test_freeze_and_thaw(make, tmp_path) -> None:
         assert counter.read_text() == before
         h.thaw()
         assert not h.is_frozen()
-        assert _wait(lambda: counter.read_text() not in (before, ""))
+        assert wait_until(lambda: counter.read_text() not in (before, ""))
     finally:
         reap(proc)
 
@@ -178,7 +145,7 @@ def test_update_while_running(make) -> None:
     proc = spawn(h, sys.executable, "-c", "b = bytearray(24 << 20); import time; time.sleep(60)")
     try:
         mem = h._dir("memory")
-        assert _wait(lambda: int(read(f"{mem}/memory.usage_in_bytes")) > 24 << 20, 20)
+        assert wait_until(lambda: int(read(f"{mem}/memory.usage_in_bytes")) > 24 << 20, 20)
         # Grow memory past the current memsw limit: the driver has to raise memsw first.
         h.update({"memory": {"limit": 256 << 20, "swap": 256 << 20}, "cpu": {"quota": 50000, "period": 50000},
                   "pids": {"limit": -1}})
@@ -203,7 +170,7 @@ def test_stats(make) -> None:
     h = make({"memory": {"limit": 128 << 20}, "pids": {"limit": 20}})
     proc = spawn(h, sys.executable, "-c", "b = bytearray(20 << 20); import time; time.sleep(60)")
     try:
-        assert _wait(lambda: h.stats()["memory"]["usage"]["usage"] >= 20 << 20, 20)
+        assert wait_until(lambda: h.stats()["memory"]["usage"]["usage"] >= 20 << 20, 20)
         stats = h.stats()
         json.dumps(stats)
         assert stats["pids"] == {"current": 1, "limit": 20}
@@ -222,10 +189,10 @@ def test_kill_all(make) -> None:
     h = make()
     proc = spawn(h, SH, "-c", "sleep 60 & sleep 60 & sleep 60 & wait")
     try:
-        assert _wait(lambda: len(h.pids()) == 4)
+        assert wait_until(lambda: len(h.pids()) == 4)
         h.kill_all(signal.SIGTERM)
         assert proc.wait(timeout=10) == -signal.SIGTERM
-        assert _wait(lambda: h.pids() == [])
+        assert wait_until(lambda: h.pids() == [])
         assert not h.is_frozen()
     finally:
         reap(proc)
@@ -378,15 +345,6 @@ def test_v2_limit_without_controller_fails_cleanly(v2driver) -> None:
     with pytest.raises(ResourceError, match="not a settable cgroup file name"):
         v2driver.create(cid, None, {"unified": {"../x": "1"}})
     assert _our_dirs() == []
-
-
-def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_v2_enables_required_controller_top_down(v2driver_with_root_restore) -> None:

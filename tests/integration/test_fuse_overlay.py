@@ -24,6 +24,7 @@ HOST_ABSENT = "/corert-test-absent/target"
 from corert.drivers.storage.fuse import FuseOverlayDriver
 from corert.drivers.storage.fuse.driver import fuse_mount_at
 from corert.errors import ResourceError
+from support import make_test_user, remove_test_user
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/fuse"),
                                 reason="needs root and /dev/fuse")
@@ -521,16 +522,14 @@ ROOTLESS_USER = "corert-fusetest"
 
 @pytest.fixture
 def rootless_user():
-    subprocess.run(["useradd", "-M", "-s", "/bin/sh", ROOTLESS_USER], check=True, capture_output=True)
+    entry = make_test_user(ROOTLESS_USER, None, home=False)
     old_mode = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
     os.chmod("/dev/fuse", 0o666)
     try:
-        import pwd
-
-        yield pwd.getpwnam(ROOTLESS_USER)
+        yield entry
     finally:
         os.chmod("/dev/fuse", old_mode)
-        subprocess.run(["userdel", ROOTLESS_USER], check=True, capture_output=True)
+        remove_test_user(ROOTLESS_USER)
 
 
 def test_rootless_daemon(rootless_user) -> None:

@@ -8,7 +8,6 @@ to 127.0.0.1 of this machine.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import socket
 import subprocess
@@ -16,7 +15,7 @@ import time
 
 import pytest
 
-from support import CORERT
+from support import CORERT, make_test_user, remove_test_user, user_runtime_dir
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="makes an unprivileged user (needs root)")
 
@@ -25,39 +24,17 @@ TUN = "/dev/net/tun"
 HTTPD = "mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 80 -h /www"
 
 
-def _drop_user() -> None:
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        return
-    subprocess.run(["userdel", "-r", "-f", USER], capture_output=True)
-
-
-def _set_subids(add: bool) -> None:
-    for path in ("/etc/subuid", "/etc/subgid"):
-        lines = [line for line in open(path).read().splitlines() if not line.startswith(f"{USER}:")]
-        if add:
-            lines.append(f"{USER}:500000:65536")
-        with open(path, "w") as f:
-            f.write("".join(line + "\n" for line in lines))
-
-
 @pytest.fixture(scope="module")
 def user():
-    _drop_user()
-    subprocess.run(["useradd", "-m", "-s", "/bin/sh", USER], check=True, capture_output=True)
-    _set_subids(True)
-    entry = pwd.getpwnam(USER)
-    runtime = f"/tmp/corert-test-run-{entry.pw_uid}"   # pytest's tmp dirs are private to root
+    entry = make_test_user(USER, "500000:65536")
+    runtime = user_runtime_dir(entry.pw_uid)
     shutil.rmtree(runtime, ignore_errors=True)
     os.mkdir(runtime, 0o700)
     os.chown(runtime, entry.pw_uid, entry.pw_gid)
     yield entry, str(runtime)
     for name in run_as((entry, str(runtime)), "ps", "-aq").stdout.split():
         run_as((entry, str(runtime)), "rm", "-f", name)
-    _drop_user()
-    _set_subids(False)
-    shutil.rmtree(runtime, ignore_errors=True)
+    remove_test_user(USER)
 
 
 def run_as(user, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

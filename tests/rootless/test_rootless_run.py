@@ -6,56 +6,22 @@ and put it back.
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import subprocess
 import time
 
 import pytest
 
-from support import CORERT
+from support import CORERT, make_test_user, remove_test_user, user_runtime_dir
 
 USER = "corert-rootless"
 USER_NOSUB = "corert-rootless1"
 
 
-def _runtime_dir(uid: int) -> str:
-    return f"/tmp/corert-test-run-{uid}"
-
-
-def _userdel(name: str) -> None:
-    try:
-        uid = pwd.getpwnam(name).pw_uid
-    except KeyError:
-        return
-    subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
-    time.sleep(0.1)
-    subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
-    shutil.rmtree(_runtime_dir(uid), ignore_errors=True)
-
-
-def _make_user(name: str, subids: bool) -> pwd.struct_passwd:
-    _userdel(name)
-    subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True, capture_output=True)
-    for path in ("/etc/subuid", "/etc/subgid"):
-        # useradd may or may not add a range (SUB_UID_* in login.defs): make it what the test needs.
-        lines = [line for line in open(path).read().splitlines() if not line.startswith(f"{name}:")]
-        if subids:
-            lines.append(f"{name}:400000:65536")
-        with open(path, "w") as f:
-            f.write("".join(line + "\n" for line in lines))
-    return pwd.getpwnam(name)
-
-
 @pytest.fixture(scope="module")
 def user():
-    entry = _make_user(USER, subids=True)
+    entry = make_test_user(USER, "400000:65536")
     yield entry
-    _userdel(USER)
-    for path in ("/etc/subuid", "/etc/subgid"):
-        lines = [line for line in open(path).read().splitlines() if not line.startswith(f"{USER}:")]
-        with open(path, "w") as f:
-            f.write("".join(line + "\n" for line in lines))
+    remove_test_user(USER)
 
 
 @pytest.fixture
@@ -68,7 +34,7 @@ def fuse_open():
 
 
 def as_user(entry, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    runtime_dir = _runtime_dir(entry.pw_uid)
+    runtime_dir = user_runtime_dir(entry.pw_uid)
     os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
     os.chown(runtime_dir, entry.pw_uid, entry.pw_gid)
     env = {"PATH": "/usr/bin:/bin", "HOME": entry.pw_dir, "USER": entry.pw_name,
@@ -146,11 +112,11 @@ def test_limit_without_delegation_is_an_error(clean_user):
 
 
 def test_single_id_map_without_subuids(fuse_open):
-    entry = _make_user(USER_NOSUB, subids=False)
+    entry = make_test_user(USER_NOSUB, None)
     try:
         r = as_user(entry, "run", "--rm", "--storage=overlay", "busybox", "cat", "/proc/self/uid_map")
         assert r.returncode == 0, r.stderr
         assert [line.split() for line in r.stdout.splitlines()] == [["0", str(entry.pw_uid), "1"]]
         assert "single-id" in r.stderr and "/etc/subuid" in r.stderr
     finally:
-        _userdel(USER_NOSUB)
+        remove_test_user(USER_NOSUB)

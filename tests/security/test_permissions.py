@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from support import make_busybox_rootfs
+from support import make_busybox_rootfs, make_test_user, remove_test_user
 
 SECRET = "TOPSECRET-corert"
 
@@ -26,11 +26,9 @@ SECRET = "TOPSECRET-corert"
 def other_user():
     """A fresh unprivileged user (no home, no groups), removed afterwards."""
     name = f"corertsec{secrets.token_hex(3)}"
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
-    import pwd
-    pw = pwd.getpwnam(name)
+    pw = make_test_user(name, None, home=False, shell="/usr/sbin/nologin")
     yield pw.pw_uid, pw.pw_gid
-    subprocess.run(["userdel", name], check=False)
+    remove_test_user(name)
 
 
 def _as_user(user, *argv: str) -> subprocess.CompletedProcess:

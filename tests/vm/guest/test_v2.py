@@ -19,30 +19,11 @@ import pytest
 from corert.drivers import cgroups
 from corert.drivers.cgroups.convert import blkio_weight_to_io_weight, shares_to_weight
 from corert.errors import ResourceError
+from cgroupkit import SH, cgroup_handles, kv, read, reap, spawn, wait_until
 from support import read_config, write_config
 
 ROOT = Path("/sys/fs/cgroup")
-SH = "/bin/sh"
 MiB = 1 << 20
-_ids = iter(range(10**6))
-
-
-def read(path: Path | str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
-def kv(path: Path | str) -> dict[str, int]:
-    return {k: int(v) for k, v in (line.split() for line in read(path).splitlines())}
-
-
-def wait_until(predicate, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,37 +36,8 @@ def pure_v2():
 @pytest.fixture
 def make():
     """driver.create(...) with a unique container id; every handle is destroyed at teardown."""
-    handles = []
-
-    def create(resources: dict | None = None, cgroups_path: str | None = None):
-        handle = cgroups.detect().create(f"vm{os.getpid()}-{next(_ids)}", cgroups_path, resources)
-        handles.append(handle)
-        return handle
-
-    yield create
-    for handle in handles:
-        handle.destroy()
-
-
-def spawn(handle, *cmd: str, **kw) -> subprocess.Popen:
-    """cmd, exec'ed by a shell only once handle.attach() put that shell in the cgroup (stdin handshake)."""
-    proc = subprocess.Popen([SH, "-c", 'read _ && exec "$@" </dev/null', "sh", *cmd], stdin=subprocess.PIPE, **kw)
-    try:
-        handle.attach(proc.pid)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    proc.stdin.write(b"go\n")
-    proc.stdin.close()
-    proc.stdin = None   # so communicate() leaves it alone
-    return proc
-
-
-def reap(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=30)
+    with cgroup_handles(f"vm{os.getpid()}", cgroups.detect) as create:
+        yield create
 
 
 def test_create_writes_v2_files_and_failed_create_leaves_nothing(make) -> None:

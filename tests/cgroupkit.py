@@ -1,0 +1,71 @@
+"""Helpers shared by the cgroup suites: the v1 driver on this host (tests/integration/test_cgroups_v1.py,
+test_cgroups_cli.py) and the v2 driver in the qemu guest (tests/vm/guest/test_v2.py)."""
+from __future__ import annotations
+
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+SH = "/bin/sh"
+_ids = iter(range(10**6))
+
+
+def read(path: Path | str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def kv(path: Path | str) -> dict[str, int]:
+    """A flat keyed cgroup file ("key value" lines: memory.events, cpu.stat, ...)."""
+    return {k: int(v) for k, v in (line.split() for line in read(path).splitlines())}
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 60.0) -> bool:
+    """True once predicate holds; False after timeout s (generous: the guest runs under TCG)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@contextmanager
+def cgroup_handles(id_prefix: str, detect: Callable[[], Any]) -> Iterator[Callable[..., Any]]:
+    """A factory: driver.create(...) with a unique container id <id_prefix>-<n> (driver: detect() unless
+    given); every handle it made is destroyed on exit, also when the test failed."""
+    handles = []
+
+    def create(resources: dict | None = None, cgroups_path: str | None = None, driver: Any = None) -> Any:
+        handle = (driver or detect()).create(f"{id_prefix}-{next(_ids)}", cgroups_path, resources)
+        handles.append(handle)
+        return handle
+
+    try:
+        yield create
+    finally:
+        for handle in handles:
+            handle.destroy()
+
+
+def spawn(handle: Any, *cmd: str, **kw: Any) -> subprocess.Popen:
+    """cmd, exec'ed by a shell only once handle.attach() put that shell in the cgroup (stdin handshake)."""
+    proc = subprocess.Popen([SH, "-c", 'read _ && exec "$@" </dev/null', "sh", *cmd], stdin=subprocess.PIPE, **kw)
+    try:
+        handle.attach(proc.pid)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.stdin.write(b"go\n")
+    proc.stdin.close()
+    proc.stdin = None   # so communicate() leaves it alone
+    return proc
+
+
+def reap(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
