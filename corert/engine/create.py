@@ -135,12 +135,8 @@ def create_from_config(store: StateStore, container_id: str, bundle: Path, confi
         record.pid = pid
         record.pid_start = proc_start_time(pid) or 0
         hooks = record.hooks
-        if hooks.get("prestart") or hooks.get("createRuntime") or hooks.get("createContainer"):
-            from corert.engine.hooks import run_hooks
-            from corert.engine.state import oci_state
-            state = oci_state(store, record, status="creating")
-            run_hooks(hooks.get("prestart") or [], state, "prestart")
-            run_hooks(hooks.get("createRuntime") or [], state, "createRuntime")
+        if hooks.get("prestart") or hooks.get("createRuntime"):
+            _run_hooks(store, record, hooks, ("prestart", "createRuntime"), "creating")
         launcher.proceed()
         _stage, master = launcher.wait_stage()     # STAGE_READY: blocked on the exec fifo
         if master >= 0 and console_socket:
@@ -153,14 +149,12 @@ def create_from_config(store: StateStore, container_id: str, bundle: Path, confi
         elif master >= 0:
             undo.push("terminal", lambda: os.close(master))
         if hooks.get("createContainer"):
-            from corert.engine.hooks import run_hooks
-            from corert.engine.state import oci_state
-            run_hooks(hooks["createContainer"], oci_state(store, record, status="created"), "createContainer")
+            _run_hooks(store, record, hooks, ("createContainer",), "created")
 
         record.status = "created"
         store.save(record)
         if pid_file:
-            _write_pid_file(Path(pid_file), pid)
+            write_pid_file(Path(pid_file), pid)
         if trace:
             _print_trace(launcher.timestamps())
         pidfd = launcher.pidfd
@@ -177,6 +171,17 @@ def create_from_config(store: StateStore, container_id: str, bundle: Path, confi
                 os.close(launcher.pidfd)
             launcher.close()
         lock.release()
+
+
+def _run_hooks(store: StateStore, record: ContainerRecord, hooks: dict, phases: tuple[str, ...],
+               status: str) -> None:
+    """OCI hooks of the given phases, in order, each with the state JSON on stdin (failures abort create)."""
+    from corert.engine.hooks import run_hooks
+    from corert.engine.state import oci_state
+
+    state = oci_state(store, record, status=status)
+    for phase in phases:
+        run_hooks(hooks.get(phase) or [], state, phase)
 
 
 def _host_ids_of_root(linux: dict) -> tuple[int, int]:
@@ -199,7 +204,7 @@ def _kill_and_reap(pid: int) -> None:
         pass
 
 
-def _write_pid_file(path: Path, pid: int) -> None:
+def write_pid_file(path: Path, pid: int) -> None:
     """Atomic, as runc writes it: engines read it as soon as create returns."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:

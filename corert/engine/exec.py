@@ -150,8 +150,8 @@ def exec_process(store: StateStore, container_id: str, process: dict, *, detach:
     if started.pidfd >= 0:
         os.close(started.pidfd)
     if pid_file:
-        from corert.engine.create import _write_pid_file
-        _write_pid_file(Path(pid_file), pid)
+        from corert.engine.create import write_pid_file
+        write_pid_file(Path(pid_file), pid)
     if detach:
         launcher.close()
         return 0

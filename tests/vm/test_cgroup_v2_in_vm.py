@@ -28,7 +28,10 @@ def test_cgroup_v2_suite_in_vm() -> None:
     missing = harness.missing_host_tools()
     assert not missing, f"missing for the cgroup v2 VM: {missing} (run scripts/setup)"
     argv = [sys.executable, "-P", "-m", "pytest", "-q", "-rfE", "--durations=5", "-p", "no:cacheprovider", GUEST_SUITE]
-    result = harness.run(argv, cwd=str(REPO), disk_mb=16, timeout=300,
+    # The checkout is shared explicitly: the guest's /tmp, /run and /dev/shm are its own tmpfs, and a CI
+    # checkout may well live there.
+    share = [str(REPO)] + ([sys.prefix] if not sys.prefix.startswith(str(REPO) + os.sep) else [])
+    result = harness.run(argv, cwd=str(REPO), share=share, disk_mb=16, timeout=300,
                          env={"CORERT_VM_GUEST": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
     print(result.output)
     print(f"vm: guest pytest exit {result.returncode}; guest boot {result.boot_seconds:.1f} s, "
