@@ -20,7 +20,7 @@ RESULTS = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 KNOWN_GROUPS = ("run", "create-start-delete", "front-door", "image-import", "network-start",
-                "network-throughput")   # the rest: a generic table
+                "network-throughput", "fuse-overlay")   # the rest: a generic table
 CHARTED = {"run": "run /bin/true (one CLI call)",      # group -> panel title in the PNG
            "create-start-delete": "create + start + delete (3 CLI calls)",
            "front-door": "corert run --rm busybox true, per storage driver"}
@@ -159,6 +159,47 @@ def _network_tables(rows: list[Row]) -> list[str]:
     return out
 
 
+FUSE_WITHIN = 1.5   # issue 4: every FUSE workload within 1.5x fuse-overlayfs, geometric mean <= 1.0
+FUSE_PSS_MB = 20
+
+
+def _fuse_tables(rows: list[Row]) -> list[str]:
+    """benchmarks/test_fuse.py: per workload the three medians, corert / fuse-overlayfs, the geomean, PSS."""
+    fuse = [r for r in rows if r.group == "fuse-overlay"]
+    if not fuse:
+        return []
+    cell = {(r.extra.get("workload"), r.extra.get("cache"), r.runtime): r for r in fuse}
+    cases = sorted({(r.extra.get("workload"), r.extra.get("cache")) for r in fuse},
+                   key=lambda c: ([r.extra.get("workload") for r in fuse].index(c[0]), c[1]))
+    out = ["### FUSE overlay: kernel overlayfs vs fuse-overlayfs vs corert (benchmarks/test_fuse.py)", "",
+           "| workload | cache | kernel ms | fuse-overlayfs ms | corert ms | corert / fuse-overlayfs | verdict |",
+           "|---|---|---:|---:|---:|---:|---|"]
+    ratios = []
+    for workload, cache in cases:
+        k, f, c = (cell.get((workload, cache, b)) for b in ("kernel", "fuse-overlayfs", "corert"))
+        ratio = _ratio(c.ms if c else None, f.ms if f else None)
+        if ratio is not None:
+            ratios.append(ratio)
+        what = (c or f or k).extra.get("what", workload)
+        out.append(f"| {what} | {cache} | {_fmt(k.ms if k else None)} | {_fmt(f.ms if f else None)} | "
+                   f"{_fmt(c.ms if c else None)} | {_fmt(ratio)} | {_verdict(ratio, FUSE_WITHIN)} |")
+    if ratios:
+        import math
+        geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+        within = sum(r <= FUSE_WITHIN for r in ratios)
+        out += ["", f"Geometric mean corert / fuse-overlayfs over {len(ratios)} cases: **{geo:.2f}** "
+                    f"(target <= 1.0: {_verdict(geo, 1.0)}); within {FUSE_WITHIN}x: {within} of {len(ratios)}."]
+    pss = [(r.runtime, r.extra["cache"], r.extra["pss_kb"]) for r in fuse if r.extra.get("pss_kb")]
+    if pss:
+        out += ["", "| daemon PSS after read-everything | cache | MB | target |", "|---|---|---:|---|"]
+        out += [f"| {rt} | {cache} | {kb / 1024:.1f} | "
+                f"{f'<= {FUSE_PSS_MB} MB: ' + _verdict(kb / 1024, FUSE_PSS_MB) if rt == 'corert' else ''} |"
+                for rt, cache, kb in sorted(pss)]
+    rounds = sorted({r.rounds for r in fuse})
+    out += ["", f"Medians of {'/'.join(map(str, rounds))} rounds per cell."]
+    return out
+
+
 def phases_table(phases: dict) -> list[str]:
     """The table of benchmarks/phases.py's JSON (where the milliseconds of one corert run go)."""
     sys.path.insert(0, str(BENCH_DIR))
@@ -213,6 +254,9 @@ def markdown(rows: list[Row], meta: dict, phases: dict | None = None) -> str:
     network = _network_tables(rows)
     if network:
         out += [""] + network
+    fuse = _fuse_tables(rows)
+    if fuse:
+        out += [""] + fuse
     others = [r for r in rows if r.group not in KNOWN_GROUPS]
     if others:
         out += ["", "### Other benchmarks in this run", "",

@@ -4,6 +4,7 @@
 from libc.stdint cimport uint32_t, uint64_t, int32_t
 
 cdef enum:
+    FP_STATE_MAX = 16384      # the state JSON handed to startContainer hooks
     FP_PATH_MAX = 4096
     FP_TEXT_MAX = 256
     FP_NSTEPS = 16
@@ -71,6 +72,12 @@ cdef struct fp_pair:
     const char *a
     const char *b
 
+cdef struct fp_hook:
+    const char *path
+    char **argv
+    char **envp
+    long timeout_ms             # 0 = no timeout
+
 cdef struct fp_rlimit:
     int resource
     unsigned long long soft
@@ -137,6 +144,10 @@ cdef struct fp_plan:
     unsigned int seccomp_flags  # SECCOMP_FILTER_FLAG_* for seccomp(2)
     int seccomp_listener        # NEW_LISTENER: load before READY, send the notify fd (STAGE_SECCOMP)
 
+    fp_hook *start_hooks        # OCI startContainer hooks: run in the container after `start`, before exec
+    int n_start_hooks
+    char hook_state[FP_STATE_MAX]   # their stdin: the state JSON the parent sends after READY
+    int hook_state_len
     int terminal
     int stdio[3]                # fds to become 0,1,2 in the child (-1 = inherit)
     const char *exec_fifo

@@ -157,6 +157,12 @@ cdef extern from *:
         return (unsigned long long)t.tv_sec * 1000000000ULL + (unsigned long long)t.tv_nsec;
     }
 
+    static void fp_sleep_ms(long ms) {
+        struct timespec t; t.tv_sec = ms / 1000; t.tv_nsec = (ms % 1000) * 1000000L;
+        nanosleep(&t, NULL);
+    }
+    static int fp_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
     static int fp_pivot_root(const char *n, const char *o) { return (int)syscall(SYS_pivot_root, n, o); }
     /* A recursive copy of the tree at cwd, attached on top of cwd; returns its fd (the new mount's root). */
     static int fp_bind_cwd_onto_itself(void) {
@@ -214,6 +220,8 @@ cdef extern from *:
     int fp_seccomp(const unsigned char *bpf, int n, unsigned int flags) nogil
     unsigned long long fp_now() nogil
     int fp_pivot_root(const char *n, const char *o) nogil
+    void fp_sleep_ms(long ms) nogil
+    int fp_pipe(int *fds) nogil
     int fp_close_range_cloexec(unsigned int start) nogil
     int fp_close_range(unsigned int start, unsigned int end) nogil
     int fp_bind_cwd_onto_itself() nogil
@@ -274,6 +282,7 @@ cdef extern from *:
         unsigned long long rlim_max
     int setrlimit(int resource, const rlimit *rl) nogil
     int waitpid(int pid, int *status, int options) nogil
+    int WNOHANG
     bint WIFSIGNALED(int status) nogil
     int WTERMSIG(int status) nogil
     int WEXITSTATUS(int status) nogil
@@ -777,13 +786,54 @@ cdef void lookup_executable(fp_plan *p) noexcept nogil:
     fail(p, S_EXEC_LOOKUP, ENOENT, cmd)
 
 
+cdef int run_hook(fp_plan *p, fp_hook *h) noexcept nogil:
+    """One startContainer hook: the state JSON on its stdin, waited for up to its timeout. 0 = success."""
+    cdef int fds[2]
+    cdef int status = 0
+    cdef long pid, r
+    cdef unsigned long long deadline = 0
+    if fp_pipe(fds) < 0:
+        return -1
+    pid = fp_clone(0, -1, NULL)
+    if pid < 0:
+        return -1
+    if pid == 0:
+        if dup2(fds[0], 0) < 0:
+            _exit(127)
+        execve(h.path, h.argv, h.envp)
+        _exit(127)
+    close(fds[0])
+    write(fds[1], p.hook_state, p.hook_state_len)   # < the pipe's 64 KiB: never blocks
+    close(fds[1])
+    if h.timeout_ms > 0:
+        deadline = fp_now() + <unsigned long long>h.timeout_ms * 1000000ULL
+    while True:
+        r = waitpid(<int>pid, &status, WNOHANG)
+        if r == pid:
+            break
+        if r < 0 and errno != EINTR:
+            return -1
+        if deadline and fp_now() > deadline:
+            kill(<int>pid, SIGKILL)
+            waitpid(<int>pid, &status, 0)
+            return -1
+        fp_sleep_ms(2)
+    return 0 if (not WIFSIGNALED(status) and WEXITSTATUS(status) == 0) else -1
+
+
 cdef void wait_for_start(fp_plan *p) noexcept nogil:
-    """Block on the exec fifo until `start` opens it for reading (the create/start split)."""
-    cdef int fd
+    """Block on the exec fifo until `start` opens it for reading (the create/start split).
+
+    The startContainer hooks run between `start` opening the fifo and our go byte: if one fails we leave
+    without the byte, and `start` reports that the container could not be started."""
+    cdef int fd, i
     cdef char one = 48
     fd = open(fd_path(p, p.fifo_fd, p.scratch), O_WRONLY | O_CLOEXEC)
     if fd < 0:
         fail(p, S_FIFO, errno, p.exec_fifo)
+    for i in range(p.n_start_hooks):
+        if run_hook(p, &p.start_hooks[i]) < 0:
+            _exit(1)
     if write(fd, &one, 1) != 1:
         fail(p, S_FIFO, errno, p.exec_fifo)
     close(fd)
@@ -963,6 +1013,11 @@ cdef void child_main(fp_plan *p) noexcept nogil:
     send_stage(p, STAGE_READY, master)
     if master >= 0:
         close(master)
+    if p.n_start_hooks > 0:
+        # The parent knows the state (pid, bundle, annotations) only now: it sends the JSON once.
+        p.hook_state_len = <int>recv(p.sock, p.hook_state, FP_STATE_MAX, 0)
+        if p.hook_state_len <= 0:
+            _exit(1)
     if p.exec_fifo != NULL:
         wait_for_start(p)
     elif p.wait_continue_after_ready:
@@ -1168,6 +1223,13 @@ cdef class Launcher:
             p.seccomp_flags = getattr(plan, "seccomp_flags", 0)
             p.seccomp_listener = 1 if plan.seccomp_listener else 0
         p.terminal = plan.terminal
+        p.n_start_hooks = len(plan.start_hooks)
+        p.start_hooks = <fp_hook *>keep_array(self._owned, p.n_start_hooks, sizeof(fp_hook))
+        for i, (path, args, env, timeout_ms) in enumerate(plan.start_hooks):
+            p.start_hooks[i].path = keep_bytes(keep, path)
+            p.start_hooks[i].argv = keep_argv(keep, list(args) or [path], self._owned)
+            p.start_hooks[i].envp = keep_argv(keep, list(env), self._owned)
+            p.start_hooks[i].timeout_ms = timeout_ms
         for i in range(3):
             p.stdio[i] = plan.stdio[i] if plan.stdio else -1
         p.exec_fifo = keep_bytes(keep, plan.exec_fifo)
@@ -1216,6 +1278,14 @@ cdef class Launcher:
         self.pid = pid
         self.pidfd = pidfd
         return pid
+
+    def send_hook_state(self, state: bytes) -> None:
+        """The state JSON for the startContainer hooks (after READY; only when the plan has such hooks)."""
+        import os
+        if len(state) > FP_STATE_MAX:
+            from corert.errors import CorertError
+            raise CorertError(f"the container state ({len(state)} bytes) is too large for startContainer hooks")
+        os.write(self.sock, state)
 
     def proceed(self) -> None:
         """Tell the child to go on to its next step."""

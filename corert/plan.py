@@ -243,6 +243,9 @@ def compile_plan(config: dict, bundle: Path, *, cgroup_mounts: list[tuple[str, s
     _seccomp(config, seccomp_cache, plan)
     plan.oom_score_adj = process.get("oomScoreAdj")
     plan.terminal = bool(process.get("terminal"))
+    plan.start_hooks = [(h["path"].encode(), [a.encode() for a in h.get("args") or [h["path"]]],
+                         [e.encode() for e in h.get("env") or []], int(h.get("timeout") or 0) * 1000)
+                        for h in (config.get("hooks") or {}).get("startContainer") or []]
     plan.exec_fifo = exec_fifo.encode() if exec_fifo else None
     plan.preserve_fds = preserve_fds
     return plan, joins

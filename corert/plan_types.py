@@ -93,6 +93,7 @@ class LaunchPlan(Record):
         "oom_score_adj": None,     # written by the parent
 
         # Process plumbing.
+        "start_hooks": list,       # [(path, [args], [env], timeout ms)]: OCI startContainer, in the container
         "stdio": None,             # fds that become the process's 0,1,2 (None = inherit)
         "terminal": False,         # open a pty; the master goes to the parent with the READY message
         "exec_fifo": None,         # blocks on it (open O_WRONLY) until `start`; None = exec right after READY

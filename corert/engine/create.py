@@ -150,6 +150,10 @@ def create_from_config(store: StateStore, container_id: str, bundle: Path, confi
             undo.push("terminal", lambda: os.close(master))
         if hooks.get("createContainer"):
             _run_hooks(store, record, hooks, ("createContainer",), "created")
+        if plan.start_hooks:   # run by the init itself, in the container, when `start` comes
+            import json
+            from corert.engine.state import oci_state
+            launcher.send_hook_state(json.dumps(oci_state(store, record, status="created")).encode())
 
         record.status = "created"
         store.save(record)

@@ -192,13 +192,33 @@ def test_console_socket_receives_the_pty(corert, bundle, tmp_path):
 def test_hooks_get_state_on_stdin(corert, bundle, tmp_path):
     out = tmp_path / "hooks.log"
     hook = {"path": "/bin/sh", "args": ["sh", "-c", f"cat >> {out}; echo >> {out}"]}
-    config = set_args(bundle, "true")
-    config["hooks"] = {"createRuntime": [hook], "poststart": [hook], "poststop": [hook]}
+    # startContainer runs inside the container (its /bin/sh), before the process: its stdout is the
+    # container's, so the state it got shows up in front of the process's own output.
+    in_container = {"path": "/bin/sh", "args": ["sh", "-c", "echo start-hook; cat; echo"]}
+    config = set_args(bundle, "echo", "process-ran")
+    config["hooks"] = {"createRuntime": [hook], "startContainer": [in_container], "poststart": [hook],
+                       "poststop": [hook]}
     write_config(bundle, config)
-    corert("run", "--bundle", str(bundle), "hk", check=True)
+    r = corert("run", "--bundle", str(bundle), "hk", check=True)
     states = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     assert [s["status"] for s in states] == ["creating", "running", "stopped"]
     assert all(s["id"] == "hk" and s["pid"] > 0 for s in states[:2])
+    lines = r.stdout.splitlines()
+    assert lines[0] == "start-hook" and lines[-1] == "process-ran", r.stdout
+    started = json.loads(lines[1])
+    assert started["status"] == "created" and started["pid"] == states[0]["pid"]
+
+
+def test_failing_start_hook_stops_the_container(corert, bundle, state_root):
+    config = set_args(bundle, "echo", "must-not-run")
+    config["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]}]}
+    write_config(bundle, config)
+    corert("create", "--bundle", str(bundle), "fh", check=True)
+    r = corert("start", "fh")
+    assert r.returncode == 1 and "before it could be started" in r.stderr, r.stderr
+    assert "must-not-run" not in r.stdout
+    corert("delete", "--force", "fh", check=True)
+    assert not (state_root / "fh").exists()
 
 
 def test_cgroup_limits_are_applied(corert, bundle):
