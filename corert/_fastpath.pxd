@@ -86,6 +86,7 @@ cdef struct fp_rlimit:
 cdef struct fp_plan:
     unsigned long long clone_flags
     int unshare_flags
+    const char *time_offsets    # written to /proc/self/timens_offsets right after unshare(CLONE_NEWTIME)
     int join_fds[FP_MAX_JOIN]
     int join_types[FP_MAX_JOIN]
     int n_join

@@ -559,8 +559,16 @@ cdef void join_and_unshare(fp_plan *p) noexcept nogil:
         if fp_setns(p.join_fds[i], p.join_types[i]) < 0:
             fail(p, S_SETNS, errno, b"")
         close(p.join_fds[i])
+    cdef int fd
+    cdef size_t n
     if p.unshare_flags != 0 and fp_unshare(p.unshare_flags) < 0:
         fail(p, S_UNSHARE, errno, b"")
+    if p.time_offsets != NULL:
+        fd = open(b"/proc/self/timens_offsets", O_WRONLY | O_CLOEXEC)
+        n = fp_strlen(p.time_offsets)
+        if fd < 0 or write(fd, p.time_offsets, n) != <ssize_t>n:
+            fail(p, S_UNSHARE, errno, b"timens_offsets")
+        close(fd)
 
 
 cdef void do_mount(fp_plan *p, int rootfd, fp_mount *m) noexcept nogil:
@@ -1110,6 +1118,7 @@ cdef class Launcher:
         cdef int i
         p.clone_flags = plan.clone_flags
         p.unshare_flags = plan.unshare_flags
+        p.time_offsets = keep_bytes(keep, plan.time_offsets)
         if len(join_fds) > FP_MAX_JOIN:
             raise ValueError("too many namespaces to join")
         for i, (nstype, fd) in enumerate(join_fds):

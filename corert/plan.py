@@ -83,7 +83,10 @@ def namespaces(config: dict) -> tuple[int, int, list[tuple[int, str]]]:
                 raise ConfigError(f"linux.namespaces[{i}].path",
                                   "joining a namespace together with a new user namespace is not supported")
             joins.append((flag, path))
-        elif ns["type"] == "cgroup":
+        elif ns["type"] == "cgroup" or (ns["type"] == "time" and config["linux"].get("timeOffsets")):
+            # cgroup: rooted where the parent placed us. time with offsets: the offsets can only be
+            # written before any process is in the namespace, so the child unshares it, writes them,
+            # and its execve moves it in.
             unshare_flags |= flag
         else:
             clone_flags |= flag
@@ -242,6 +245,9 @@ def compile_plan(config: dict, bundle: Path, *, cgroup_mounts: list[tuple[str, s
     plan.no_new_privs = bool(process.get("noNewPrivileges"))
     _seccomp(config, seccomp_cache, plan)
     plan.oom_score_adj = process.get("oomScoreAdj")
+    offsets = linux.get("timeOffsets") or {}
+    plan.time_offsets = "".join(f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n"
+                                for clock, o in offsets.items()).encode() or None
     plan.terminal = bool(process.get("terminal"))
     plan.start_hooks = [(h["path"].encode(), [a.encode() for a in h.get("args") or [h["path"]]],
                          [e.encode() for e in h.get("env") or []], int(h.get("timeout") or 0) * 1000)

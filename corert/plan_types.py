@@ -49,6 +49,7 @@ class LaunchPlan(Record):
         # unshare_flags (the cgroup namespace) are unshared after the parent placed the child in its cgroup.
         "clone_flags": 0,
         "unshare_flags": 0,
+        "time_offsets": None,      # "monotonic S N\nboottime S N\n" for /proc/self/timens_offsets
         "cgroup_dir_fd": -1,       # v2: CLONE_INTO_CGROUP target, -1 = the parent attaches the pid instead
 
         # Filesystem. rootfs empty = exec into an existing container (no mounts, no pivot).

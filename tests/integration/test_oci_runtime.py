@@ -293,3 +293,17 @@ def test_list_and_ps(corert, bundle):
     pids = json.loads(corert("ps", "--format", "json", "ls1", check=True).stdout)
     assert pids == [json.loads(corert("state", "ls1").stdout)["pid"]]
     corert("delete", "--force", "ls1", check=True)
+
+
+def test_time_namespace_offsets(corert, bundle):
+    """linux.timeOffsets: the process sees the shifted boottime/monotonic clocks (CLOCK_BOOTTIME feeds
+    /proc/uptime), the host does not."""
+    config = set_args(bundle, "cat", "/proc/uptime")
+    config["linux"]["namespaces"].append({"type": "time"})
+    config["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365, "nanosecs": 0},
+                                      "monotonic": {"secs": 86400, "nanosecs": 0}}
+    write_config(bundle, config)
+    r = corert("run", "--bundle", str(bundle), "tns", check=True)
+    inside = float(r.stdout.split()[0])
+    host = float(open("/proc/uptime").read().split()[0])
+    assert inside - host > 86400 * 364
