@@ -76,9 +76,6 @@ def namespaces(config: dict) -> tuple[int, int, list[tuple[int, str]]]:
         flag = mo.NAMESPACE_FLAGS[ns["type"]]
         path = ns.get("path")
         if path:
-            if ns["type"] == "pid":
-                raise ConfigError(f"linux.namespaces[{i}].path",
-                                  "joining an existing pid namespace is not supported by corert yet")
             if new_user and ns["type"] != "user":
                 raise ConfigError(f"linux.namespaces[{i}].path",
                                   "joining a namespace together with a new user namespace is not supported")
@@ -90,7 +87,9 @@ def namespaces(config: dict) -> tuple[int, int, list[tuple[int, str]]]:
             unshare_flags |= flag
         else:
             clone_flags |= flag
-    joins.sort(key=lambda j: j[0] != mo.NAMESPACE_FLAGS["user"])  # the user namespace first
+    # The user namespace first (it grants the rights for the others), the pid namespace last: joining it
+    # only affects children, so the fast path forks right after it (see engine/exec.py for the order).
+    joins.sort(key=lambda j: (j[0] != mo.NAMESPACE_FLAGS["user"], j[0] == mo.NAMESPACE_FLAGS["pid"]))
     if joins and joins[0][0] == mo.NAMESPACE_FLAGS["user"] and clone_flags:
         raise ConfigError("linux.namespaces", "new namespaces inside a joined user namespace are not supported")
     return clone_flags, unshare_flags, joins

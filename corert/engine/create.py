@@ -16,6 +16,7 @@ from corert.engine.undo import UndoStack
 from corert.errors import CorertError
 
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
 
 
 class Created(Record):
@@ -24,6 +25,7 @@ class Created(Record):
     FIELDS = {
         "record": Required,       # the ContainerRecord
         "pidfd": -1,              # from clone3: lets an in-process caller wait for the exit without polling
+        "child": 0,               # our direct child: the init, or (joined pid namespace) its mirror
         "pty_master": -1,         # -1 unless process.terminal and no console socket was given
     }
     __slots__ = tuple(FIELDS)
@@ -104,7 +106,12 @@ def create_from_config(store: StateStore, container_id: str, bundle: Path, confi
                 plan.rootfs_mount = (rootfs_mount[0].encode(), rootfs_mount[1].encode())
             join_fds = [(nstype, os.open(path, os.O_RDONLY | os.O_CLOEXEC)) for nstype, path in joins]
             try:
-                launcher = _fastpath.Launcher(plan, join_fds, fifo_fd=fifo_fd)
+                # A joined pid namespace takes a fork after setns: the init is then the grandchild. A
+                # caller that stays to wait (foreground run, the API) keeps the intermediate as a
+                # mirror of its exit; a detached create lets the init go to the engine's subreaper.
+                joins_pid = any(nstype == CLONE_NEWPID for nstype, _ in joins)
+                fork_mode = (_fastpath.FORK_MIRROR if keep_pty else _fastpath.FORK_LEAVE) if joins_pid else 0
+                launcher = _fastpath.Launcher(plan, join_fds, fifo_fd=fifo_fd, fork_after_join=fork_mode)
                 if plan.seccomp_listener:   # the child sends the notify fd before READY
                     from corert.drivers.security.notify import hand_over
                     launcher.on_seccomp_fd = lambda fd: hand_over(store, record, linux["seccomp"], fd)
@@ -126,14 +133,22 @@ def create_from_config(store: StateStore, container_id: str, bundle: Path, confi
             with open(f"/proc/{pid}/oom_score_adj", "w") as f:
                 f.write(str(plan.oom_score_adj))
         launcher.proceed()
+        if fork_mode:
+            _stage, init_pid = launcher.wait_stage()   # FORKED: the init inside the joined pid namespace
+            if fork_mode == _fastpath.FORK_LEAVE:
+                os.waitpid(pid, 0)                     # the intermediate left right after the fork
+            undo.push("container process", lambda: _kill_and_reap(init_pid))
+            launcher.proceed()
+        else:
+            init_pid = pid
         launcher.wait_stage()                      # STAGE_PRE_PIVOT: namespaces and mounts exist
         if network is not None:
             # The front door's network driver wires the new netns (veth, addresses, routes, NAT).
             undo.push("network", network.teardown)
-            record.network = network.attach(pid)
+            record.network = network.attach(init_pid)
 
-        record.pid = pid
-        record.pid_start = proc_start_time(pid) or 0
+        record.pid = init_pid
+        record.pid_start = proc_start_time(init_pid) or 0
         hooks = record.hooks
         if hooks.get("prestart") or hooks.get("createRuntime"):
             _run_hooks(store, record, hooks, ("prestart", "createRuntime"), "creating")
@@ -158,14 +173,14 @@ def create_from_config(store: StateStore, container_id: str, bundle: Path, confi
         record.status = "created"
         store.save(record)
         if pid_file:
-            write_pid_file(Path(pid_file), pid)
+            write_pid_file(Path(pid_file), init_pid)
         if trace:
             _print_trace(launcher.timestamps())
         pidfd = launcher.pidfd
         launcher.pidfd = -1
         os.close(fifo_fd)
         undo.discard()
-        return Created(record=record, pidfd=pidfd, pty_master=master)
+        return Created(record=record, pidfd=pidfd, pty_master=master, child=pid)
     except BaseException:
         undo.unwind()
         raise

@@ -58,7 +58,7 @@ def supervise(store: StateStore, container_id: str, created, *, keep: bool, star
         if created.pty_master >= 0:
             from corert.engine.console import relay
             relay(created.pty_master)
-        _pid, status = os.waitpid(pid, 0)
+        _pid, status = os.waitpid(created.child, 0)   # exits as the init does
         report_oom(container_id, created.record.cgroup, status)
         return exit_code_of(status)
     finally:

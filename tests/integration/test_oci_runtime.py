@@ -307,3 +307,35 @@ def test_time_namespace_offsets(corert, bundle):
     inside = float(r.stdout.split()[0])
     host = float(open("/proc/uptime").read().split()[0])
     assert inside - host > 86400 * 364
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_join_another_containers_pid_namespace(corert, bundle, tmp_path, detached):
+    """A pid namespace given by path (podman --pid container:X, a Kubernetes pod sharing pids): the new
+    container's process lives in it and sees the first container's processes."""
+    set_args(bundle, "sleep", "60")
+    corert("run", "-d", "--bundle", str(bundle), "pidowner", check=True)
+    owner = json.loads(corert("state", "pidowner").stdout)["pid"]
+    second = tmp_path / "second"
+    second.mkdir()
+    config = read_config(bundle)
+    config["process"]["args"] = ["sh", "-c", "echo pid=$$; tr '\\0' ' ' < /proc/1/cmdline"]
+    config["linux"]["namespaces"] = [ns if ns["type"] != "pid" else {"type": "pid", "path": f"/proc/{owner}/ns/pid"}
+                                     for ns in config["linux"]["namespaces"]]
+    write_config(second, config)
+    if detached:
+        corert("create", "--bundle", str(second), "joiner", check=True)
+        state = json.loads(corert("state", "joiner").stdout)
+        assert os.readlink(f"/proc/{state['pid']}/ns/pid") == os.readlink(f"/proc/{owner}/ns/pid")
+        corert("start", "joiner", check=True)
+        deadline = time.time() + 10
+        while json.loads(corert("state", "joiner").stdout)["status"] != "stopped":
+            assert time.time() < deadline
+            time.sleep(0.02)
+        corert("delete", "joiner", check=True)
+    else:
+        r = corert("run", "--bundle", str(second), "joiner")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0] != "pid=1" and lines[1].strip() == "sleep 60", r.stdout   # pid 1 is the owner's sleep
+    corert("delete", "--force", "pidowner", check=True)
