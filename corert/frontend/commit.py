@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from corert.drivers.storage.vfs import LayerCopier
 from corert.engine.state import ContainerRecord, StateStore
 from corert.errors import CorertError, ImageError, UsageError
 
@@ -95,9 +96,7 @@ def _staging_dir(store_root: Path) -> Iterator[Path]:
 def write_overlay_diff(rootfs: Path, changes: list[tuple[str, str]], out: Path, *, rootless: bool) -> None:
     """Replay `changes` (("A"|"C"|"D", "/path"), parents before children, as changes() gives them) from
     `rootfs` into the empty directory `out`, in overlay form."""
-    from corert.drivers.storage.vfs import _LayerCopier
-
-    copier = _LayerCopier(rootless)   # the vfs driver's metadata and (reflink) data copy
+    copier = LayerCopier(rootless)   # the vfs driver's metadata and (reflink) data copy
     links: dict[tuple[int, int], Path] = {}
     dirs: list[tuple[Path, os.stat_result]] = []
     root_fd = os.open(rootfs, _DIR_FLAGS)
@@ -135,7 +134,7 @@ def write_overlay_diff(rootfs: Path, changes: list[tuple[str, str]], out: Path, 
                         if rootless:
                             continue   # no device nodes without CAP_MKNOD; the runtime binds /dev anyway
                         raise
-                copier._metadata(src, str(dst), st)
+                copier.copy_metadata(src, str(dst), st)
                 if not stat.S_ISDIR(st.st_mode):
                     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
             finally:
@@ -167,17 +166,13 @@ def _open_dir(root_fd: int, rel: str) -> int:
     return fd
 
 
-def _copy_regular(copier: object, pfd: int, name: str, st: os.stat_result, dst: Path) -> None:
+def _copy_regular(copier: LayerCopier, pfd: int, name: str, st: os.stat_result, dst: Path) -> None:
     # O_NONBLOCK: if a FIFO was swapped in after the lstat, the open must not hang; the fstat check then fails.
     sfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=pfd)
     try:
         fst = os.fstat(sfd)
         if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
             raise ImageError(f"commit: {name!r} changed while it was being copied")
-        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            copier._copy_data(sfd, dfd)
-        finally:
-            os.close(dfd)
+        copier.copy_into(sfd, dst)
     finally:
         os.close(sfd)

@@ -19,6 +19,7 @@ from corert.drivers.storage.base import (
     add_parent_changes,
     check_layers,
     check_no_overlap,
+    copy_file_data,
     is_opaque,
     is_whiteout,
     remove_tree,
@@ -28,10 +29,6 @@ from corert.drivers.storage.base import (
 )
 from corert.errors import ResourceError
 
-FICLONE = 0x40049409  # _IOW(0x94, 9, int)
-_CHUNK = 1 << 20
-# Errors that mean "this fs (pair) cannot do that kind of copy", not "the copy failed".
-_NO_FAST_COPY = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EBADF, errno.ETXTBSY}
 # Errors a rootless copy tolerates for ownership, privileged xattrs and device nodes.
 _ROOTLESS_TOLERATED = {errno.EPERM, errno.EINVAL, errno.EOPNOTSUPP, errno.EACCES}
 
@@ -59,7 +56,7 @@ class VfsDriver(StorageDriver):
                 raise ResourceError(
                     f"storage: {rootfs} already exists (container {container_id!r} prepared twice?)") from None
             made_rootfs = True
-            copier = _LayerCopier(self.rootless)
+            copier = LayerCopier(self.rootless)
             for layer in layers:
                 copier.apply(layer, rootfs)
         except BaseException as e:
@@ -80,14 +77,12 @@ class VfsDriver(StorageDriver):
                          bool(state.get("owners_preserved", True)))
 
 
-class _LayerCopier:
+class LayerCopier:
     """Applies layers one after the other onto a destination tree."""
 
     def __init__(self, rootless: bool) -> None:
         self.rootless = rootless
         self.owners_preserved = True
-        self._clone_ok = True   # flipped off at the first "cannot": no point asking again per file
-        self._range_ok = True
 
     def apply(self, layer: Path, dst_root: Path) -> None:
         hardlinks: dict[tuple[int, int], str] = {}  # links are kept within one layer, as overlay shows them
@@ -95,7 +90,7 @@ class _LayerCopier:
         root_st = os.lstat(layer)
         if is_opaque(layer):
             _empty_dir(str(dst_root))
-        self._metadata(str(layer), str(dst_root), root_st)
+        self.copy_metadata(str(layer), str(dst_root), root_st)
         dirs.append((str(dst_root), root_st))
         stack = [(str(layer), str(dst_root))]
         while stack:
@@ -120,7 +115,7 @@ class _LayerCopier:
                         os.mkdir(dst, 0o700)
                     elif is_opaque(src):
                         _empty_dir(dst)
-                    self._metadata(src, dst, st)
+                    self.copy_metadata(src, dst, st)
                     dirs.append((dst, st))
                     stack.append((src, dst))
                     continue
@@ -133,7 +128,7 @@ class _LayerCopier:
                         continue
                     hardlinks[key] = dst
                 if stat.S_ISREG(st.st_mode):
-                    self._copy_file(src, dst)
+                    self.copy_file(src, dst)
                 elif stat.S_ISLNK(st.st_mode):
                     os.symlink(os.readlink(src), dst)
                 else:
@@ -143,12 +138,12 @@ class _LayerCopier:
                         if self.rootless and e.errno in _ROOTLESS_TOLERATED:
                             continue  # no device nodes in a user namespace; the runtime binds /dev anyway
                         raise
-                self._metadata(src, dst, st)
+                self.copy_metadata(src, dst, st)
                 os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
         for path, st in reversed(dirs):
             os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    def _metadata(self, src: str, dst: str, st: os.stat_result) -> None:
+    def copy_metadata(self, src: str, dst: str, st: os.stat_result) -> None:
         # Order matters: chown clears set-id bits and file capabilities, so mode and xattrs come after it.
         try:
             os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
@@ -173,48 +168,21 @@ class _LayerCopier:
                 if not (self.rootless and e.errno in _ROOTLESS_TOLERATED):
                     raise
 
-    def _copy_file(self, src: str, dst: str) -> None:
+    def copy_file(self, src: str, dst: str) -> None:
         sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                self._copy_data(sfd, dfd)
-            finally:
-                os.close(dfd)
+            self.copy_into(sfd, dst)
         finally:
             os.close(sfd)
 
-    def _copy_data(self, sfd: int, dfd: int) -> None:
-        if self._clone_ok:
-            import fcntl
-
-            try:
-                fcntl.ioctl(dfd, FICLONE, sfd)
-                return
-            except OSError as e:
-                if e.errno not in _NO_FAST_COPY:
-                    raise
-                self._clone_ok = False
-        if self._range_ok:
-            try:
-                while os.copy_file_range(sfd, dfd, _CHUNK * 64):
-                    pass
-                return
-            except OSError as e:
-                if e.errno not in _NO_FAST_COPY:
-                    raise
-                self._range_ok = False
-                # Nothing was written if the first call failed; if a later one did, start over cleanly.
-                os.lseek(sfd, 0, os.SEEK_SET)
-                os.lseek(dfd, 0, os.SEEK_SET)
-                os.ftruncate(dfd, 0)
-        while True:
-            chunk = os.read(sfd, _CHUNK)
-            if not chunk:
-                return
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(dfd, view):]
+    @staticmethod
+    def copy_into(sfd: int, dst: str | Path) -> None:
+        """A new file at dst (never an existing one, never through a link) with sfd's contents."""
+        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            copy_file_data(sfd, dfd)
+        finally:
+            os.close(dfd)
 
 
 def _empty_dir(path: str) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import functools
 import logging
 import os
@@ -30,14 +29,19 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from corert.drivers.storage.base import OPAQUE_XATTRS, OVERLAY_XATTR_PREFIXES, is_opaque, is_whiteout
+from corert.drivers.storage.base import (
+    OPAQUE_XATTRS,
+    OVERLAY_XATTR_PREFIXES,
+    copy_file_data,
+    is_opaque,
+    is_whiteout,
+)
 
 log = logging.getLogger("corert.fuse")
 
 CACHE_TIMEOUT = 60.0  # the tree only changes through us, so the kernel may cache entries and attrs long
 HIDDEN_XATTR_PREFIXES = tuple(p.encode() for p in OVERLAY_XATTR_PREFIXES)  # xattr names arrive as bytes
 TMP_PREFIX = b"corert-fuse-"
-FICLONE = 0x40049409
 RENAME_WHITEOUT = 1 << 2
 AT_FDCWD = -100
 _OPEN_PASS_FLAGS = os.O_SYNC | os.O_DSYNC  # open flags forwarded to the backing file
@@ -406,31 +410,6 @@ class Overlay(pyfuse3.Operations):
             if self.is_root:
                 raise  # rootless: files stay owned by the daemon's user
 
-    @staticmethod
-    def _copy_data(fin: int, fout: int, size: int) -> None:
-        try:
-            fcntl.ioctl(fout, FICLONE, fin)  # reflink where the fs supports it (btrfs, xfs)
-            return
-        except OSError:
-            pass
-        off = 0
-        try:
-            while off < size:
-                n = os.copy_file_range(fin, fout, size - off, off, off)
-                if n == 0:
-                    break
-                off += n
-            return
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                raise
-        while True:
-            buf = os.pread(fin, 1 << 20, off)
-            if not buf:
-                return
-            os.pwrite(fout, buf, off)
-            off += len(buf)
-
     def _clone(self, src: bytes, dst: bytes, st: os.stat_result, data: bool = True) -> None:
         """Copy one entry (not a dir's contents) with data, owner, mode, xattrs and times; fsync files.
 
@@ -442,7 +421,7 @@ class Overlay(pyfuse3.Operations):
                 fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 try:
                     if data:
-                        self._copy_data(fin, fout, st.st_size)
+                        copy_file_data(fin, fout)
                     self._chown(fout, st.st_uid, st.st_gid)
                     os.fchmod(fout, mode)  # after chown, which clears set-id bits
                     self._copy_xattrs(fin, fout)
