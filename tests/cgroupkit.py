@@ -69,3 +69,21 @@ def reap(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait(timeout=30)
+
+
+def assert_freeze_stops_progress(handle: Any, counter: Path, proc: subprocess.Popen,
+                                 frozen_on_disk: Callable[[], bool], pause: float = 0.3) -> None:
+    """Freeze a cgroup whose process keeps bumping `counter`, check the counter stands still and the
+    version's own file says frozen, then thaw and check it moves again. Reaps `proc` in the end."""
+    try:
+        assert wait_until(lambda: counter.exists() and counter.read_text().strip() not in ("", "1"))
+        handle.freeze()
+        assert handle.is_frozen() and frozen_on_disk()
+        before = counter.read_text()
+        time.sleep(pause)
+        assert counter.read_text() == before
+        handle.thaw()
+        assert not handle.is_frozen()
+        assert wait_until(lambda: counter.read_text() not in (before, ""))
+    finally:
+        reap(proc)

@@ -19,7 +19,7 @@ import pytest
 from corert.drivers import cgroups
 from corert.drivers.cgroups.convert import blkio_weight_to_io_weight, shares_to_weight
 from corert.errors import ResourceError
-from cgroupkit import SH, cgroup_handles, kv, read, reap, spawn, wait_until
+from cgroupkit import SH, assert_freeze_stops_progress, cgroup_handles, kv, read, reap, spawn, wait_until
 from support import read_config, write_config
 
 ROOT = Path("/sys/fs/cgroup")
@@ -167,18 +167,8 @@ def test_freeze_and_thaw(make, tmp_path) -> None:
     h = make()
     counter = tmp_path / "count"
     proc = spawn(h, SH, "-c", f"i=0; while :; do i=$((i+1)); echo $i > {counter}; done")
-    try:
-        assert wait_until(lambda: counter.exists() and counter.read_text().strip() not in ("", "1"))
-        h.freeze()
-        assert h.is_frozen() and kv(Path(h.path) / "cgroup.events")["frozen"] == 1
-        before = counter.read_text()
-        time.sleep(0.5)
-        assert counter.read_text() == before
-        h.thaw()
-        assert not h.is_frozen()
-        assert wait_until(lambda: counter.read_text() not in (before, ""))
-    finally:
-        reap(proc)
+    assert_freeze_stops_progress(h, counter, proc, lambda: kv(Path(h.path) / "cgroup.events")["frozen"] == 1,
+                                 pause=0.5)
 
 
 def test_kill_all(make) -> None:
