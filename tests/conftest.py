@@ -6,14 +6,13 @@ was not there before. A test that leaks fails, even when its own assertions pass
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from support import CORERT, Cli, leaks, make_busybox_rootfs, runc_spec, snapshot
+from support import CORERT, Cli, bundle_config, leaks, make_busybox_rootfs, snapshot, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -39,11 +38,7 @@ def bundle(tmp_path, busybox_rootfs) -> Path:
     """A bundle dir with config.json (corert spec defaults, /bin/true, no terminal) and the busybox rootfs."""
     b = tmp_path / "bundle"
     b.mkdir()
-    config = runc_spec()
-    config["process"]["terminal"] = False
-    config["process"]["args"] = ["true"]
-    config["root"] = {"path": str(busybox_rootfs), "readonly": True}
-    (b / "config.json").write_text(json.dumps(config))
+    write_config(b, bundle_config(busybox_rootfs))
     return b
 
 

@@ -84,6 +84,15 @@ def runc_spec() -> dict:
     return default_spec()
 
 
+def bundle_config(rootfs: Path, *, readonly: bool = True, args: tuple[str, ...] = ("true",)) -> dict:
+    """`corert spec` defaults for a busybox rootfs: the command, no terminal, the rootfs path."""
+    config = runc_spec()
+    config["process"]["terminal"] = False
+    config["process"]["args"] = list(args)
+    config["root"] = {"path": str(rootfs), "readonly": readonly}
+    return config
+
+
 def write_config(bundle: Path, config: dict) -> None:
     (bundle / "config.json").write_text(json.dumps(config))
 

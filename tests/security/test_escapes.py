@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from security.secsupport import parse
-from support import CORERT, make_busybox_rootfs, runc_spec, write_config
+from support import CORERT, bundle_config, make_busybox_rootfs, write_config
 
 DENIED = {"EPERM", "EACCES"}
 
@@ -169,10 +169,7 @@ def test_cve_2021_30465_race_dir_swapped_for_symlink_during_create(corert, tmp_p
     (vol / "marker").write_text("m")
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    config = runc_spec()
-    config["process"]["terminal"] = False
-    config["process"]["args"] = ["true"]
-    config["root"] = {"path": str(rootfs), "readonly": False}
+    config = bundle_config(rootfs, readonly=False)
     config["mounts"].append({"destination": "/race/sub/mnt", "type": "bind", "source": str(vol),
                              "options": ["rbind", "ro"]})
     write_config(bundle, config)
