@@ -11,8 +11,16 @@ import os
 
 from corert.drivers.network import NetOptions, PortMapping, Prepared
 from corert.drivers.network.files import host_nameservers
-from corert.drivers.network.usermode import (check_tun, forget_helper, record_helper, remove_quietly,
-                                             require_binary, stop_helper, sweep_helpers, tail, write_etc)
+from corert.drivers.network.usermode import (
+    HelperAttachment,
+    check_tun,
+    record_helper,
+    remove_quietly,
+    require_binary,
+    sweep_helpers,
+    tail,
+    write_etc,
+)
 from corert.engine.state import proc_start_time
 from corert.errors import ResourceError
 
@@ -45,9 +53,8 @@ class PastaDriver:
                         handle=PastaAttachment(state))
 
 
-class PastaAttachment:
-    def __init__(self, state: dict) -> None:
-        self.state = state
+class PastaAttachment(HelperAttachment):
+    RUNTIME_FILE = "pid_file"
 
     def attach(self, pid: int) -> dict:
         import subprocess
@@ -74,11 +81,6 @@ class PastaAttachment:
         st["pid"], st["start"] = helper, proc_start_time(helper)
         record_helper(st["id"], helper, pid)
         return dict(st)
-
-    def teardown(self) -> None:
-        stop_helper(self.state.get("pid"), self.state.get("start"))
-        forget_helper(self.state["id"])
-        remove_quietly(self.state.get("pid_file"))
 
 
 def load_attachment(state: dict) -> PastaAttachment:

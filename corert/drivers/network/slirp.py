@@ -14,9 +14,17 @@ import select
 import socket
 
 from corert.drivers.network import NetOptions, PortMapping, Prepared
-from corert.drivers.network.usermode import (check_tun, forget_helper, record_helper, remove_quietly,
-                                             require_binary, socket_dir, stop_helper, sweep_helpers, tail,
-                                             write_etc)
+from corert.drivers.network.usermode import (
+    HelperAttachment,
+    check_tun,
+    record_helper,
+    remove_quietly,
+    require_binary,
+    socket_dir,
+    sweep_helpers,
+    tail,
+    write_etc,
+)
 from corert.engine.state import proc_start_time
 from corert.errors import ResourceError
 
@@ -60,9 +68,8 @@ def add_hostfwd(sock_path: str, port: PortMapping) -> None:
                             f"{reply['error'].get('desc', reply['error'])}")
 
 
-class SlirpAttachment:
-    def __init__(self, state: dict) -> None:
-        self.state = state
+class SlirpAttachment(HelperAttachment):
+    RUNTIME_FILE = "socket"
 
     def attach(self, pid: int) -> dict:
         import subprocess
@@ -93,11 +100,6 @@ class SlirpAttachment:
             add_hostfwd(st["socket"], PortMapping.from_list(row))
         proc.returncode = 0   # not ours to wait for: it lives on with the container (teardown stops it)
         return dict(st)
-
-    def teardown(self) -> None:
-        stop_helper(self.state.get("pid"), self.state.get("start"))
-        forget_helper(self.state["id"])
-        remove_quietly(self.state.get("socket"))
 
 
 def load_attachment(state: dict) -> SlirpAttachment:

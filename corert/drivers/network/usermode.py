@@ -132,3 +132,19 @@ def tail(path: str, default: str) -> str:
         lines = []
     return lines[-1] if lines else default
 
+
+class HelperAttachment:
+    """A container's link to a user-mode network helper (slirp4netns, pasta) that outlives `corert run`.
+
+    Subclasses implement attach(pid); teardown stops the helper (pid + start time, so a reused pid is
+    never signalled), forgets it, and removes the one runtime file named by RUNTIME_FILE in the state."""
+
+    RUNTIME_FILE = ""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def teardown(self) -> None:
+        stop_helper(self.state.get("pid"), self.state.get("start"))
+        forget_helper(self.state["id"])
+        remove_quietly(self.state.get(self.RUNTIME_FILE))
