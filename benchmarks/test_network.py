@@ -190,8 +190,8 @@ class ContainerServer:
     """setup() for pedantic: a fresh detached server container on a published port, listening when it
     returns (checked in its own network namespace, untimed). close() removes it."""
 
-    def __init__(self, cli: Argv, net: str, port: int, before: Callable[[], None] = lambda: None) -> None:
-        self.cli, self.net, self.port, self.before = cli, net, port, before
+    def __init__(self, cli: Argv, net: str, port: int, before: Callable[[], None] | None = None) -> None:
+        self.cli, self.net, self.port, self.before = cli, net, port, before or (lambda: None)
 
     def __call__(self) -> None:
         self.close()
@@ -209,22 +209,23 @@ class ContainerServer:
 @pytest.mark.benchmark(group="network-throughput")
 def test_throughput_bridge(benchmark, root_cli: Argv) -> None:
     """Container -> host over the bridge: published port (DNAT on 127.0.0.1), veth, corert0."""
-    _note(benchmark, f"bridge, -p (root), {PAYLOAD_MIB} MiB", "corert", driver="bridge")
-    server = ContainerServer(root_cli, "bridge", PORTS["bridge"])
-    try:
-        benchmark.pedantic(read_all, args=(PORTS["bridge"],), setup=server, rounds=TP_ROUNDS, warmup_rounds=1)
-    finally:
-        server.close()
-    _throughput(benchmark)
+    _container_throughput(benchmark, root_cli, "bridge", f"bridge, -p (root), {PAYLOAD_MIB} MiB")
 
 
 @pytest.mark.benchmark(group="network-throughput")
 def test_throughput_slirp(benchmark, user_cli: Argv, tun_open) -> None:
     """Container -> host over slirp4netns: its port forwarder on the host, user-mode TCP into the tap."""
-    _note(benchmark, f"slirp4netns, -p (rootless), {PAYLOAD_MIB} MiB", "corert", driver="slirp")
-    server = ContainerServer(user_cli, "slirp", PORTS["slirp"], before=tun_open)
+    _container_throughput(benchmark, user_cli, "slirp", f"slirp4netns, -p (rootless), {PAYLOAD_MIB} MiB",
+                          before=tun_open)
+
+
+def _container_throughput(benchmark, cli: Argv, driver: str, label: str, before=None) -> None:
+    """Read the container's payload from 127.0.0.1 through a published port; the server is restarted
+    (untimed) before every round."""
+    _note(benchmark, label, "corert", driver=driver)
+    server = ContainerServer(cli, driver, PORTS[driver], before=before)
     try:
-        benchmark.pedantic(read_all, args=(PORTS["slirp"],), setup=server, rounds=TP_ROUNDS, warmup_rounds=1)
+        benchmark.pedantic(read_all, args=(PORTS[driver],), setup=server, rounds=TP_ROUNDS, warmup_rounds=1)
     finally:
         server.close()
     _throughput(benchmark)
