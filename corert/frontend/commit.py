@@ -83,7 +83,7 @@ def _paused(store: StateStore | None, record: ContainerRecord) -> Iterator[None]
 def _staging_dir(store_root: Path) -> Iterator[Path]:
     """A dir under the store's tmp/ (named <pid>-<token>: a crash leaves it for the next open to remove)."""
     from corert.images.formats import new_tmp_name
-    from corert.images.fsutil import remove_tree
+    from corert.fsutil import remove_tree
 
     path = store_root / "tmp" / new_tmp_name()
     path.mkdir(mode=0o700, parents=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from corert.engine.state import ContainerRecord, StateStore, live_status
 from corert.errors import ContainerExists, ContainerNotFound, CorertError, UsageError
+from corert.fsutil import remove_tree
 from corert.frontend.config import RunOptions, build_config
 
 
@@ -94,7 +95,7 @@ def create_managed(store: StateStore, image_ref: str, opts: RunOptions, *, name:
         container_dir = root / "containers" / container_id
         with UndoStack() as undo:
             container_dir.mkdir(parents=True, mode=0o700)
-            undo.push("container directory", lambda: _remove_tree(container_dir))
+            undo.push("container directory", lambda: remove_tree(container_dir))
             driver = get_driver(storage, rootless=rootless)
             prepared = driver.prepare(container_id, layers, container_dir / "storage")
             undo.push("rootfs", prepared.teardown)
@@ -175,11 +176,6 @@ def _default_image(images, ref: str):
         return images.ensure_default()
 
 
-def _remove_tree(path: Path) -> None:
-    import shutil
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def remove_managed(store: StateStore, record: ContainerRecord, *, force: bool = False) -> None:
     """`corert rm`: delete the container (engine), then its image reference and data directory."""
     from corert.engine.delete import destroy
@@ -205,7 +201,7 @@ def forget(record: ContainerRecord) -> None:
         images.close()
     data_dir = record.extra.get("data_dir")
     if data_dir:
-        _remove_tree(Path(data_dir))
+        remove_tree(data_dir)   # refuses to reach into anything still mounted
 
 
 def stop(store: StateStore, record: ContainerRecord, timeout: float = 10.0, sig: int | None = None) -> None:

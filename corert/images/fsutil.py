@@ -1,4 +1,4 @@
-"""Removing trees an unprivileged owner made read-only (layer dirs keep the image's modes)."""
+"""Opening up trees an unprivileged owner made read-only (layer dirs keep the image's modes)."""
 from __future__ import annotations
 
 import os
@@ -23,22 +23,3 @@ def make_writable_tree(pfd: int, base: str) -> None:
             make_writable_tree(fd, name)
     finally:
         os.close(fd)
-
-
-def remove_tree(path: os.PathLike | str) -> None:
-    """rm -rf that also works for an unprivileged owner when the tree has read-only directories."""
-    import shutil
-
-    path = os.fspath(path)
-    try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
-        return
-    except PermissionError:
-        parent, base = os.path.split(path.rstrip("/"))
-        pfd = os.open(parent or ".", _DIR_FLAGS)
-        try:
-            make_writable_tree(pfd, base)
-        finally:
-            os.close(pfd)
-        shutil.rmtree(path)

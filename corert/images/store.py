@@ -127,7 +127,7 @@ class ImageStore:
     # ---- housekeeping ------------------------------------------------------------------------------------
     def _clean_tmp(self) -> None:
         """Remove staging dirs left by processes that died mid-import."""
-        from corert.images.fsutil import remove_tree
+        from corert.fsutil import remove_tree
 
         try:
             entries = os.listdir(self._tmp)
@@ -163,7 +163,7 @@ class ImageStore:
     @contextmanager
     def _staging(self) -> Iterator[Path]:
         from corert.images.formats import new_tmp_name
-        from corert.images.fsutil import remove_tree
+        from corert.fsutil import remove_tree
 
         path = self._tmp / new_tmp_name()
         path.mkdir(mode=0o700, parents=True)
@@ -265,7 +265,7 @@ class ImageStore:
         """Unpack the staged layers, move files into place, then record everything in one transaction."""
         import hashlib
 
-        from corert.images.fsutil import remove_tree
+        from corert.fsutil import remove_tree
 
         self.last_notes = []
         config_bytes = source.config_bytes
@@ -327,7 +327,7 @@ class ImageStore:
                            new_dirs: list[Path]) -> int:
         from corert.images.compression import HashingReader, open_decompressed
         from corert.images.progress import Progress
-        from corert.images.fsutil import remove_tree
+        from corert.fsutil import remove_tree
         from corert.images.unpack import unpack_layer
 
         work = staging.new_path("layer")
@@ -415,7 +415,7 @@ class ImageStore:
             self._gc_locked()
 
     def _gc_locked(self) -> None:
-        from corert.images.fsutil import remove_tree
+        from corert.fsutil import remove_tree
 
         with self._txn():
             dead = [r[0] for r in self.db.execute(

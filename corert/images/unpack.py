@@ -17,7 +17,6 @@ from typing import BinaryIO
 from corert.errors import ImageError
 from corert.images import layout
 from corert.images.fsutil import make_writable_tree as _make_writable_tree
-from corert.images.fsutil import remove_tree  # noqa: F401  (re-exported)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _XATTR_PREFIX = "SCHILY.xattr."

@@ -509,7 +509,7 @@ print("ok")
 def test_rootless_store_as_nobody(tmp_path):
     import tempfile
 
-    from corert.images.unpack import remove_tree
+    from corert.fsutil import remove_tree
 
     base = Path(tempfile.mkdtemp(prefix="corert-test-rootless-"))
     try:

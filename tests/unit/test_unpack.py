@@ -20,7 +20,8 @@ import pytest
 from corert.errors import ImageError
 from corert.images import layout
 from corert.images.tarwriter import write_layer_tar
-from corert.images.unpack import remove_tree, split_path, unpack_layer
+from corert.fsutil import remove_tree
+from corert.images.unpack import split_path, unpack_layer
 
 
 def make_tar(entries: list[tuple], *, fmt: int = tarfile.PAX_FORMAT) -> bytes:
@@ -292,7 +293,8 @@ def test_tarwriter_restores_oci_whiteouts_and_owner(area, tmp_path):
 # ---- really unprivileged ---------------------------------------------------------------------------------
 _AS_NOBODY = r"""
 import io, os, stat, sys
-from corert.images.unpack import unpack_layer, remove_tree
+from corert.fsutil import remove_tree
+from corert.images.unpack import unpack_layer
 from corert.images import layout
 data = sys.stdin.buffer.read()
 layer = sys.argv[1]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from corert import mountinfo
 from corert.errors import ResourceError
+from corert.fsutil import remove_tree  # noqa: F401  (part of the drivers' toolkit)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (hot path, see above)
 if TYPE_CHECKING:
@@ -290,57 +291,7 @@ def tree_usage(root: str | Path) -> int:
     return total
 
 
-# --- removal ----------------------------------------------------------------------------------------------
-
-def remove_tree(path: str | Path, *, check_mounts: bool = True) -> None:
-    """rm -rf that never reaches into a mount: a bind mount of a host dir left inside a rootfs has the
-    same st_dev when it comes from the same filesystem, so the mount table is asked first (check_mounts)
-    and, as a second guard, the walk never enters another device.
-
-    Directories of ours without rwx for their owner are made rwx first: the kernel leaves overlay's
-    work/work mode 000, and a rootless upper keeps an image's read-only dirs, which an unprivileged
-    user could neither list nor empty otherwise.
-    """
-    path = str(path)
-    try:
-        top = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(top.st_mode):
-        os.unlink(path)
-        return
-    if check_mounts:
-        real = os.path.realpath(path)
-        busy = [mp for mp, _, _ in mount_points() if mp == real or mp.startswith(real + "/")]
-        if busy:
-            raise ResourceError(f"storage: refusing to remove {path}: {busy[0]} is still mounted")
-    _remove_dir(path, top, top.st_dev, os.geteuid())
-
-
-def _remove_dir(path: str, st: os.stat_result, dev: int, euid: int) -> None:
-    if st.st_mode & stat.S_IRWXU != stat.S_IRWXU and st.st_uid == euid:
-        os.chmod(path, stat.S_IRWXU)
-    with os.scandir(path) as it:
-        entries = list(it)
-    for entry in entries:
-        est = entry.stat(follow_symlinks=False)
-        if stat.S_ISDIR(est.st_mode):
-            if est.st_dev != dev:
-                raise ResourceError(f"storage: refusing to remove {entry.path}: another filesystem is mounted there")
-            _remove_dir(entry.path, est, dev, euid)
-        else:
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                pass
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        if e.errno == errno.EBUSY:
-            raise ResourceError(f"storage: cannot remove {path}: it is still a mount point") from None
-        raise
+# --- removal: corert.fsutil.remove_tree (re-exported here for the drivers) ----------------------------
 
 
 def remove_created(paths: list[Path]) -> None:
