@@ -20,17 +20,19 @@ def is_rootless() -> bool:
     return os.geteuid() != 0
 
 
-def _subid_range(path: str, user: str, uid: int) -> tuple[int, int] | None:
-    """The first range of `user` (by name or uid) in /etc/subuid or /etc/subgid."""
+def subid_ranges(path: str, *names: str) -> list[tuple[int, int]]:
+    """[(start, count)] of the entries for any of `names` (user names or uids) in an /etc/subuid-format
+    file, in file order."""
+    ranges = []
     try:
         with open(path) as f:
             for line in f:
                 parts = line.strip().split(":")
-                if len(parts) == 3 and parts[0] in (user, str(uid)):
-                    return int(parts[1]), int(parts[2])
-    except (OSError, ValueError):
-        return None
-    return None
+                if len(parts) == 3 and parts[0] in names and parts[1].isdigit() and parts[2].isdigit():
+                    ranges.append((int(parts[1]), int(parts[2])))
+    except OSError:
+        pass
+    return ranges
 
 
 def id_mappings() -> tuple[list[dict], list[dict], str | None]:
@@ -42,8 +44,8 @@ def id_mappings() -> tuple[list[dict], list[dict], str | None]:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:   # no readable passwd entry: trust the login environment (subid files match names)
         user = os.environ.get("USER") or os.environ.get("LOGNAME") or str(uid)
-    subuid = _subid_range("/etc/subuid", user, uid)
-    subgid = _subid_range("/etc/subgid", user, uid)
+    subuid = next(iter(subid_ranges("/etc/subuid", user, str(uid))), None)
+    subgid = next(iter(subid_ranges("/etc/subgid", user, str(uid))), None)
     helpers = shutil.which("newuidmap", path="/usr/bin:/bin") and shutil.which("newgidmap", path="/usr/bin:/bin")
     if subuid and subgid and helpers:
         size_u = min(subuid[1], FULL_MAP_SIZE - 1)

@@ -22,22 +22,15 @@ AUTO_SLOTS = 1024
 
 def _subid_ranges(path: str, user: str) -> list[tuple[int, int]]:
     """[(start, count)] of `user` (by name or uid) in an /etc/subuid-format file."""
-    names = {user}
+    from corert.rootless import subid_ranges
+
+    names = [user]
     try:
         import pwd
-        names.add(str(pwd.getpwnam(user).pw_uid))
-    except (KeyError, ImportError):
+        names.append(str(pwd.getpwnam(user).pw_uid))
+    except KeyError:
         pass
-    ranges = []
-    try:
-        with open(path) as f:
-            for line in f:
-                parts = line.strip().split(":")
-                if len(parts) == 3 and parts[0] in names and parts[1].isdigit() and parts[2].isdigit():
-                    ranges.append((int(parts[1]), int(parts[2])))
-    except OSError:
-        pass
-    return ranges
+    return subid_ranges(path, *names)
 
 
 def _used_host_ranges(map_name: str) -> list[tuple[int, int]]:
