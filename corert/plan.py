@@ -157,16 +157,12 @@ def _capabilities(process: dict, plan: LaunchPlan) -> None:
     if caps is None:
         plan.keep_all_caps = True
         return
-    from corert.spec.capabilities import CAPABILITIES
+    from corert.drivers.security.capabilities import caps_to_mask
+
+    known = (1 << (plan.cap_last + 1)) - 1   # caps newer than the running kernel are ignored, as runc does
     for name in CAP_SETS:
-        mask = 0
-        for j, cap in enumerate(caps.get(name) or []):
-            number = CAPABILITIES.get(cap)
-            if number is None:
-                raise ConfigError(f"process.capabilities.{name}[{j}]", f"unknown capability {cap!r}")
-            if number <= plan.cap_last:   # caps newer than the running kernel are ignored, as runc does
-                mask |= 1 << number
-        setattr(plan, f"cap_{name}", mask)
+        mask = caps_to_mask(caps.get(name) or [], f"process.capabilities.{name}")
+        setattr(plan, f"cap_{name}", mask & known)
 
 
 def _seccomp(config: dict, cache_dir: Path | None, plan: LaunchPlan) -> None:

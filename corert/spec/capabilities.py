@@ -60,14 +60,6 @@ def cap_number(name: str) -> int:
     return CAPABILITIES[name]
 
 
-def caps_to_mask(names: list[str] | tuple[str, ...]) -> int:
-    """A 64-bit capability mask (bit n = capability n) for a list of CAP_* names."""
-    mask = 0
-    for name in names:
-        mask |= 1 << CAPABILITIES[name]
-    return mask
-
-
 def mask_to_caps(mask: int) -> list[str]:
     """The CAP_* names set in a mask, in kernel order; bits beyond the known table become "CAP_<n>"."""
     out = []
