@@ -16,10 +16,6 @@ from corert.errors import HostUnsupported
 FULL_MAP_SIZE = 65536
 
 
-def is_rootless() -> bool:
-    return os.geteuid() != 0
-
-
 def subid_ranges(path: str, *names: str) -> list[tuple[int, int]]:
     """[(start, count)] of the entries for any of `names` (user names or uids) in an /etc/subuid-format
     file, in file order."""

@@ -55,11 +55,6 @@ ALL_CAPABILITIES: tuple[str, ...] = _NAMES
 CAPABILITY_SETS: tuple[str, ...] = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
 
-def cap_number(name: str) -> int:
-    """CAP_NAME -> number; KeyError for unknown names (validation has already refused those)."""
-    return CAPABILITIES[name]
-
-
 def mask_to_caps(mask: int) -> list[str]:
     """The CAP_* names set in a mask, in kernel order; bits beyond the known table become "CAP_<n>"."""
     out = []
