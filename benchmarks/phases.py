@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/phases.py [--rounds N] [--json OUT] [BUNDLE]
 
-Each round starts a new interpreter (as the installed `corert` would be started) that imports the modules
-the OCI `run` path needs, then calls corert.cli.main() with timing wrappers around the engine's steps.
+Each round starts a new interpreter the way the installed `corert` launcher starts one (`python -I -S`,
+corert's site-packages appended to sys.path: corert/cli/launcher.py) that imports the modules the OCI
+`run` path needs, then calls corert.cli.main() with timing wrappers around the engine's steps.
 Every clock here is CLOCK_MONOTONIC (time.perf_counter_ns, and the fast path's own child timestamps), so
 the parent's spawn/exit times and the child's steps line up. Times are exclusive (a step's nested steps
 are not counted twice); "python glue" is whatever the wrapped steps do not cover. Prints a markdown table
@@ -11,14 +12,24 @@ of medians; --json writes them for report.py.
 """
 from __future__ import annotations
 
-# Only light imports at the top: the timed child imports this module too, and its start-up is measured.
-import json
+# Only what corert's own hot path imports at the top: the timed child imports this module too, and its
+# start-up is measured (json, pathlib and the like are imported inside the parent's functions).
 import os
 import sys
 import time
-from pathlib import Path
 
 PY = sys.executable
+HERE = os.path.dirname(os.path.abspath(__file__))
+# As the installed launcher starts the CLI: no `site`, the install's site-packages appended.
+LAUNCH = [PY, "-I", "-S"]
+
+
+def _prelude() -> str:
+    """The launcher's sys.path line (parent side only: sysconfig is not something the CLI imports)."""
+    import sysconfig
+
+    paths = sorted({sysconfig.get_paths()[k] for k in ("purelib", "platlib")})
+    return f"import sys; sys.path.extend({paths!r})\n"
 ID = "corert-phases"
 
 # (label, module, attribute path): wrapped in the child; order is the order of the table.
@@ -26,17 +37,18 @@ WRAPPED = [
     ("argv parsing", "corert.cli.parse", "parse_verb"),
     ("config.json load + validate", "corert.spec.load", "load_and_validate"),
     ("state dir reserve (mkdir)", "corert.engine.state", "StateStore.reserve"),
-    ("state.json writes (write, fsync, rename)", "corert.engine.state", "StateStore.save"),
+    ("state.json writes (write, rename)", "corert.engine.state", "StateStore.save"),
     ("cgroup create (v1: mkdir x hierarchies)", "corert.drivers.cgroups.v1", "V1Driver.create"),
     ("launch plan (compile_plan)", "corert.plan", "compile_plan"),
     ("clone3 (Launcher.spawn)", "corert._fastpath", "Launcher.spawn"),
-    ("cgroup attach (v1: pid -> cgroup.procs x hierarchies)", "corert.drivers.cgroups.v1", "V1Handle.attach"),
+    # No "cgroup attach" row: the child places itself (writes "0" to each v1 `tasks`, or clone3 puts it in
+    # the v2 cgroup); that is part of "child: clone -> go" below.
     ("child setup: namespaces, mounts, pivot (parent waits)", "corert._fastpath", "Launcher.wait_stage"),
     ("start: exec fifo handshake", "corert.engine.control", "start"),
     ("/bin/true runs and exits (waitpid)", "os", "waitpid"),
     ("delete: cgroup rmdir, state dir", "corert.engine.delete", "delete"),
 ]
-SPAWN = "python start (exec + interpreter + site)"
+SPAWN = "python start (exec + interpreter, -I -S as the launcher)"
 IMPORTS = "imports (corert CLI + engine + stdlib)"
 GLUE = "python glue (unwrapped)"
 EXIT = "python exit"
@@ -54,7 +66,7 @@ def _child(t_main: int, bundle: str, root: str, modules: list[str]) -> None:
 
     for name in modules:
         importlib.import_module(name)
-    # From the child's first line: this module's own imports (json, pathlib) are ones corert makes anyway.
+    # From the child's first line (this module's own imports are ones corert makes anyway).
     t_imports = time.perf_counter_ns() - t_main
 
     inclusive: dict[str, int] = {}
@@ -104,9 +116,10 @@ def _child(t_main: int, bundle: str, root: str, modules: list[str]) -> None:
     code = main(["--root", root, "run", "--bundle", bundle, ID])
     t_end = time.perf_counter_ns()
     exclusive = {k: v - nested.get(k, 0) for k, v in inclusive.items()}
-    print(json.dumps({"code": code, "t_main": t_main, "t_end": t_end, "imports": t_imports,
-                      "phases": exclusive, "stamps": stamps}))
+    print(repr({"code": code, "t_main": t_main, "t_end": t_end, "imports": t_imports,
+                "phases": exclusive, "stamps": stamps}))
     sys.stdout.flush()
+    os._exit(0)   # as corert.cli.console_main leaves: no interpreter teardown
 
 
 # ---- parent: rounds, medians, table --------------------------------------------------------------------
@@ -114,26 +127,27 @@ def _discover(bundle: str, root: str) -> list[str]:
     """The modules one `run` imports (in import order), so the timed children can import them up front."""
     import subprocess
 
-    code = ("import sys; before = set(sys.modules); from corert.cli import main; "
+    code = _prelude() + ("import sys; before = set(sys.modules); from corert.cli import main; "
             f"main(['--root', {root!r}, 'run', '--bundle', {bundle!r}, {ID!r}]); "
             "print('\\n'.join(m for m in sys.modules if m not in before "
             "and getattr(sys.modules[m], '__spec__', None) is not None))")   # not e.g. cython_runtime
     # cwd=/: `python -c` puts the cwd first on sys.path, and a source checkout there would shadow the
     # installed corert (which is what gets measured).
-    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
+    out = subprocess.run([*LAUNCH, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
     return [m for m in out.split() if m and m != "__main__"]
 
 
 def _round(bundle: str, root: str, modules: list[str]) -> dict[str, float]:
+    import ast
     import subprocess
 
     t_spawn = time.perf_counter_ns()
-    p = subprocess.run([PY, "-c", CHILD, str(Path(__file__).resolve().parent), bundle, root, ",".join(modules)],
+    p = subprocess.run([*LAUNCH, "-c", _prelude() + CHILD, HERE, bundle, root, ",".join(modules)],
                        capture_output=True, text=True, cwd="/")
     t_exit = time.perf_counter_ns()
     if p.returncode != 0:
         raise SystemExit(f"phases child failed ({p.returncode}): {p.stderr.strip()}")
-    data = json.loads(p.stdout.strip().splitlines()[-1])
+    data = ast.literal_eval(p.stdout.strip().splitlines()[-1])
     if data["code"] != 0:
         raise SystemExit(f"corert run exited {data['code']}: {p.stderr.strip()}")
     ms = {SPAWN: (data["t_main"] - t_spawn) / 1e6, IMPORTS: data["imports"] / 1e6}
@@ -151,14 +165,14 @@ def _round(bundle: str, root: str, modules: list[str]) -> dict[str, float]:
 
 
 def _python_floor(rounds: int) -> float:
-    """Median of `python -c pass` with this interpreter: the cost of any Python CLI before its first line."""
+    """Median of `python -I -S -c pass`: what any CLI started as corert's launcher pays before its first line."""
     import statistics
     import subprocess
 
     times = []
     for _ in range(rounds):
         t = time.perf_counter_ns()
-        subprocess.run([PY, "-c", "pass"], check=True, cwd="/")
+        subprocess.run([*LAUNCH, "-c", "pass"], check=True, cwd="/")
         times.append((time.perf_counter_ns() - t) / 1e6)
     return statistics.median(times)
 
@@ -189,9 +203,9 @@ def import_profile(bundle: str, rounds: int, top: int = 14) -> list[dict]:
     line_re = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
     runs: list[dict[str, tuple[int, int, str]]] = []
     with tempfile.TemporaryDirectory(prefix="corert-importtime-") as root:
-        code = f"from corert.cli import main; main(['--root', {root!r}, 'run', '--bundle', {bundle!r}, {ID!r}])"
+        code = _prelude() + f"from corert.cli import main; main(['--root', {root!r}, 'run', '--bundle', {bundle!r}, {ID!r}])"
         for _ in range(rounds):
-            err = subprocess.run([PY, "-X", "importtime", "-c", code], capture_output=True, text=True,
+            err = subprocess.run([*LAUNCH, "-X", "importtime", "-c", code], capture_output=True, text=True,
                                  cwd="/").stderr
             rows = [(m.group(4), int(m.group(1)), int(m.group(2)), len(m.group(3)))
                     for m in map(line_re.match, err.splitlines()) if m]
@@ -233,7 +247,7 @@ def measure_verbs(bundle: str, rounds: int) -> dict[str, dict[str, float]]:
     import subprocess
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, HERE)
     from bundles import CORERT, GAP_S, RUNC
 
     times: dict[str, dict[str, list[float]]] = {"corert": {}, "runc": {}}
@@ -277,13 +291,15 @@ def table(result: dict) -> str:
     for k, v in med.items():
         if k.startswith("child:"):
             lines.append(f"| {k} (fast path timestamps, overlaps the above) | {v:.2f} | |")
-    lines.append(f"| reference: `python -c pass` | {result['python_c_pass_ms']:.2f} | |")
+    lines.append(f"| reference: `python -I -S -c pass` | {result['python_c_pass_ms']:.2f} | |")
     return "\n".join(lines)
 
 
 def main() -> None:
     import argparse
+    import json
     import tempfile
+    from pathlib import Path
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("bundle", nargs="?", help="an OCI bundle (default: build the benchmark bundle)")
@@ -293,7 +309,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="corert-phases-bundle-") as tmp:
         bundle = ns.bundle
         if bundle is None:
-            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            sys.path.insert(0, HERE)
             from bundles import make_bundle
             bundle = str(make_bundle(Path(tmp) / "bundle"))
         result = measure(os.path.abspath(bundle), ns.rounds)

@@ -18,6 +18,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +39,8 @@ SEQ_MB = int(os.environ.get("BENCH_FUSE_SEQ_MB", "512"))     # issue: 1 GB; scal
 BACKENDS = ("kernel", "fuse-overlayfs", "corert")
 MOUNT_TIMEOUT = 20.0
 CHUNK = 1 << 20
+PY_PACKAGES = 40          # the Python import workload: PY_PACKAGES x PY_MODULES modules (+ __init__s)
+PY_MODULES = 10
 
 
 # ----- the layer stack ---------------------------------------------------------------------------------
@@ -79,8 +82,28 @@ def layer_stack(bench_dir: Path) -> dict:
     big.mkdir()
     _fill(big / "copyup", COPYUP_MB, 1)
     _fill(big / "seq", SEQ_MB, 2)
+    _python_tree(layers[0] / "py")
     yield {"layers": layers, "paths": paths, "reads": rng.sample(paths, READS)}
     shutil.rmtree(root)
+
+
+def _python_tree(root: Path) -> None:
+    """A site-packages-like tree: PY_PACKAGES packages of PY_MODULES modules with their .pyc files (as an
+    image ships them), and one module `app` that imports them all."""
+    import compileall
+
+    body = "".join(f"def f{i}(x):\n    return [x * {i} for _ in range(3)]\n\n\n"
+                   f"class C{i}:\n    \"\"\"Doc {i}.\"\"\"\n    v = {i}\n\n\n" for i in range(40))
+    imports = []
+    for p in range(PY_PACKAGES):
+        pkg = root / f"pkg{p:02d}"
+        pkg.mkdir(parents=True)
+        (pkg / "__init__.py").write_text(f'"""Package {p}."""\n')
+        for m in range(PY_MODULES):
+            (pkg / f"mod{m}.py").write_text(body)
+            imports.append(f"import pkg{p:02d}.mod{m}\n")
+    (root / "app.py").write_text("".join(imports))
+    compileall.compile_dir(str(root), quiet=1)
 
 
 # ----- the three mounts --------------------------------------------------------------------------------
@@ -206,6 +229,12 @@ def copy_up(root: Path, stack: dict, n: int) -> None:
     os.close(fd)
 
 
+def py_import(root: Path, stack: dict, n: int) -> None:
+    # -I: no environment, no user site; -B: never write .pyc into the mount (the tree ships them).
+    code = f"import sys; sys.path.insert(0, {str(root / 'py')!r}); import app"
+    subprocess.run([sys.executable, "-I", "-B", "-c", code], check=True)
+
+
 def seq_read(root: Path, stack: dict, n: int) -> None:
     buf = bytearray(CHUNK)
     total = 0
@@ -219,6 +248,7 @@ WORKLOADS = {
     "walk": (walk, "metadata walk (os.walk, ~20k entries)"),
     "tar": (tar_all, "read everything (tar -cf - usr | cat)"),
     "small-reads": (small_reads, f"{READS} small-file reads"),
+    "py-import": (py_import, f"Python start-up importing {PY_PACKAGES * (PY_MODULES + 1) + 1} modules"),
     "create": (create_files, f"create {CREATES} files"),
     "copy-up": (copy_up, f"copy-up of a {COPYUP_MB} MB lower file (append 1 byte)"),
     "seq-read": (seq_read, f"{SEQ_MB} MB sequential read"),

@@ -9,6 +9,7 @@ cdef enum:
     FP_TEXT_MAX = 256
     FP_NSTEPS = 16
     FP_MAX_JOIN = 8
+    FP_MAX_CGROUP_TASKS = 16  # v1 hierarchies the child places itself in
 
 # Message kinds on the parent<->child socketpair (SOCK_SEQPACKET: one message per send).
 cdef enum:
@@ -91,6 +92,8 @@ cdef struct fp_plan:
     int join_types[FP_MAX_JOIN]
     int n_join
     int cgroup_fd
+    int cgroup_task_fds[FP_MAX_CGROUP_TASKS]  # v1 `tasks` files (opened by the parent) the child writes "0" to
+    int n_cgroup_task
     int sock                    # child's end of the socketpair
     int parent_sock             # parent's end (closed in the child)
     int dumpable                # 0: PR_SET_DUMPABLE 0 before joining anything (exec)
@@ -155,6 +158,7 @@ cdef struct fp_plan:
     int fifo_fd                 # O_PATH fd of the exec fifo, opened in the child before pivot
     int preserve_fds
     int wait_continue_after_ready   # no fifo: wait for the parent's go after READY (run/exec)
+    int run_init                # --init: fork right before execve and stay as PID 1 (see "--init" in the .pyx)
 
     # Scratch the child writes into: lives in the plan so the child never allocates.
     char exec_path[FP_PATH_MAX]

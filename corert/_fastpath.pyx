@@ -419,6 +419,7 @@ cdef enum:
     S_EXEC = 26
     S_STDIO = 27
     S_LOOPBACK = 28
+    S_CGROUP = 30
 
 STEP_NAMES = {
     S_SETNS: "joining a namespace", S_USERNS: "becoming root in the user namespace",
@@ -432,6 +433,7 @@ STEP_NAMES = {
     S_FIFO: "waiting on the exec fifo", S_CAPS: "setting capabilities", S_USER: "switching user",
     S_NNP: "setting no_new_privs", S_SECCOMP: "loading the seccomp filter", S_EXEC: "exec",
     S_STDIO: "setting up stdio", S_LOOPBACK: "bringing up the loopback interface",
+    S_CGROUP: "joining the container's cgroup",
 }
 
 
@@ -631,6 +633,66 @@ cdef void make_symlink(fp_plan *p, int rootfd, fp_pair *s) noexcept nogil:
     close(parent)
 
 
+# Rootless FUSE rootfs (corert.drivers.storage.fuse): the kernel lets a user namespace's root mount FUSE,
+# but only with a /dev/fuse fd opened in that same user namespace. So the child opens /dev/fuse, mounts it
+# on the rootfs, and hands the fd over a unix socket to the waiting FUSE daemon, which answers 'o' once it
+# serves it. The plan's rootfs_mount is ("fuse", "corert_fuse_handoff=SOCKET,OPTIONS").
+cdef extern from *:
+    """
+    #include <sys/un.h>
+    #include <sys/time.h>
+    #define FP_FUSE_HANDOFF "corert_fuse_handoff="
+    static int fp_is_fuse_handoff(const char *fstype, const char *data) {
+        return fstype && data && strcmp(fstype, "fuse") == 0
+               && strncmp(data, FP_FUSE_HANDOFF, sizeof FP_FUSE_HANDOFF - 1) == 0;
+    }
+    static int fp_fuse_handoff(const char *target, const char *data, const char **step) {
+        const char *spec = data + sizeof FP_FUSE_HANDOFF - 1, *comma = strchr(spec, ',');
+        size_t plen = comma ? (size_t)(comma - spec) : strlen(spec);
+        char opts[4096], dir[4096]; char *slash; struct sockaddr_un sa; struct timeval tv;
+        int fd = -1, s = -1, dfd = -1, e; char ack = 0; ssize_t n;
+        *step = "opening /dev/fuse";
+        fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+        if (fd < 0) return -1;
+        snprintf(opts, sizeof opts, "fd=%d%s%s", fd, comma ? "," : "", comma ? comma + 1 : "");
+        *step = "mounting the FUSE rootfs";
+        if (mount("corert-fuse", target, "fuse", 0, opts) < 0) goto fail;
+        /* connect relative to the socket's dir: sun_path is too short for a path under $HOME */
+        *step = "reaching the FUSE daemon's socket";
+        errno = ENAMETOOLONG;
+        if (plen >= sizeof dir) goto fail;
+        memcpy(dir, spec, plen); dir[plen] = 0;
+        slash = strrchr(dir, '/');
+        if (!slash || slash == dir || strlen(slash + 1) >= sizeof sa.sun_path) goto fail;
+        *slash = 0;
+        dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fchdir(dfd) < 0) goto fail;
+        s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (s < 0) goto fail;
+        tv.tv_sec = 60; tv.tv_usec = 0;    /* a daemon that never answers must not hang create */
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        memset(&sa, 0, sizeof sa); sa.sun_family = AF_UNIX; strcpy(sa.sun_path, slash + 1);
+        if (connect(s, (struct sockaddr *)&sa, sizeof sa) < 0) goto fail;
+        if (fp_send_msg_fd(s, "F", 1, fd) < 0) goto fail;
+        *step = "waiting for the FUSE daemon";
+        n = recv(s, &ack, 1, 0);
+        if (n != 1) { if (n == 0) errno = ECONNRESET; goto fail; }
+        if (ack != 'o') { errno = EIO; goto fail; }
+        close(s); close(dfd); close(fd);
+        return 0;
+    fail:
+        e = errno;
+        if (s >= 0) close(s);
+        if (dfd >= 0) close(dfd);
+        if (fd >= 0) close(fd);
+        errno = e;
+        return -1;
+    }
+    """
+    int fp_is_fuse_handoff(const char *fstype, const char *data) nogil
+    int fp_fuse_handoff(const char *target, const char *data, const char **step) nogil
+
+
 cdef int prepare_rootfs(fp_plan *p) noexcept nogil:
     """Mounts inside the new mount namespace; returns an O_PATH fd of the (bind-mounted) rootfs."""
     cdef int i, rootfd = -1
@@ -640,7 +702,11 @@ cdef int prepare_rootfs(fp_plan *p) noexcept nogil:
     # Our mounts must not propagate back to the host.
     if c_mount(NULL, b"/", NULL, prop, NULL) < 0:
         fail(p, S_ROOT_PROPAGATION, errno, b"/")
-    if p.rootfs_fstype != NULL:
+    cdef const char *step = NULL
+    if fp_is_fuse_handoff(p.rootfs_fstype, p.rootfs_data):
+        if fp_fuse_handoff(p.rootfs, p.rootfs_data, &step) < 0:
+            fail(p, S_ROOTFS_BIND, errno, step)
+    elif p.rootfs_fstype != NULL:
         if c_mount(p.rootfs_fstype, p.rootfs, p.rootfs_fstype, 0, p.rootfs_data) < 0:
             fail(p, S_ROOTFS_BIND, errno, p.rootfs_fstype)
     elif p.rootfs_fd >= 0:
@@ -957,10 +1023,253 @@ cdef void close_inherited_fds(fp_plan *p) noexcept nogil:
     fp_close_range(start, 0xFFFFFFFF)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# --init: a tiny init as the container's PID 1 (tini's job, in the fast path so no image needs a binary).
+#
+# Hooked as the last step of child_main, right before execve: every property of the plan is applied by
+# then (mounts, pivot, rlimits, session, pty, cwd, umask, and the security: bounding set, uid/gid, caps,
+# no_new_privs, seccomp), so the init that stays behind is confined exactly as the process is and can do
+# nothing the process could not. It forks once; the child returns to child_main and execs the process;
+# the parent is the init, and never returns:
+#   - every signal is blocked (no handler inherited from the Python parent can ever run) and taken with
+#     rt_sigtimedwait; each one except SIGCHLD is forwarded to the child alone -- not to its process group
+#     -- as tini without -g (docker --init) does;
+#   - on SIGCHLD it reaps every zombie, orphans reparented to it too (it is PID 1 of the pid namespace;
+#     without one it makes itself a child subreaper);
+#   - when the child exits it exits too: with the child's code, or 128+N when signal N killed it (PID 1
+#     cannot re-raise a signal on itself). The kernel then kills what is left in the pid namespace.
+# The child gets its own process group (and the terminal's foreground with -t), so a ^C on the pty reaches
+# the process once, not also through the init. The init is made non-dumpable: it never exec'd, so its
+# /proc/1/exe is the host's Python and its memory a copy of the runtime's; non-dumpable, neither can be
+# opened or ptraced from inside the container (CVE-2019-5736 class), and its argv area (/proc/1/cmdline,
+# world-readable) is overwritten. A non-root init also drops what execve would drop for the process
+# (permitted/effective down to ambient). It closes every fd above 2 and gives back the runtime's heap.
+
+cdef extern from *:
+    """
+    #include <sys/syscall.h>
+    #include <sys/prctl.h>
+    #include <signal.h>
+    #ifndef PR_SET_CHILD_SUBREAPER
+    #define PR_SET_CHILD_SUBREAPER 36
+    #endif
+    /* Raw rt_sigprocmask / rt_sigtimedwait on the kernel's 64-bit set: glibc's wrappers quietly leave
+       out its two internal signals, which would then run a handler of the Python parent. */
+    static int fp_init_block_all(unsigned long long *old) {
+        unsigned long long all = ~0ULL;
+        return (int)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, old, sizeof all);
+    }
+    static int fp_init_set_mask(const unsigned long long *mask) {
+        return (int)syscall(SYS_rt_sigprocmask, SIG_SETMASK, mask, NULL, sizeof *mask);
+    }
+    /* The next pending signal (blocks); -1 with errno when the call itself is refused (seccomp). */
+    static int fp_init_wait_signal(void) {
+        unsigned long long all = ~0ULL; siginfo_t si; long s;
+        do { s = syscall(SYS_rt_sigtimedwait, &all, &si, NULL, sizeof all); } while (s < 0 && errno == EINTR);
+        return (int)s;
+    }
+    /* SIGCHLD ignored (inherited) would auto-reap the child and lose its status: default while we fork;
+       the child puts back what it had, so the process sees what it would without --init. */
+    static struct sigaction fp_init_old_chld;
+    static int fp_init_sigchld_default(void) {
+        struct sigaction sa; memset(&sa, 0, sizeof sa); sa.sa_handler = SIG_DFL;
+        return sigaction(SIGCHLD, &sa, &fp_init_old_chld);
+    }
+    static void fp_init_sigchld_restore(void) { sigaction(SIGCHLD, &fp_init_old_chld, NULL); }
+    /* The init is a copy of the runtime's memory, so /proc/1/cmdline (readable by everyone) would show the
+       runtime's own command line, an embedding program's included: overwrite the argument area in place
+       (arg_start..arg_end, fields 48 and 49 of /proc/self/stat) and the comm with "corert-init". */
+    #include <stdlib.h>
+    #include <string.h>
+    static void fp_init_rename(char *buf, size_t cap) {
+        static const char name[] = "corert-init";
+        unsigned long start, end, n_name = sizeof name - 1;
+        int fd, field = 3; ssize_t n; char *s;
+        prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
+        fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return;
+        n = read(fd, buf, cap - 1); close(fd);
+        if (n <= 0) return;
+        buf[n] = 0;
+        s = strrchr(buf, ')');          /* the comm before it may hold spaces */
+        if (!s || !s[1]) return;
+        for (s += 2; *s && field < 48; s++) if (*s == ' ') field++;
+        if (field != 48) return;
+        start = strtoul(s, &s, 10);
+        if (*s != ' ') return;
+        end = strtoul(s + 1, NULL, 10);
+        if (!start || end <= start + 1) return;
+        memset((void *)start, 0, end - start);
+        memcpy((void *)start, name, end - start - 1 < n_name ? end - start - 1 : n_name);
+    }
+    /* What execve would leave a non-root process that runs no file with capabilities: permitted and
+       effective shrink to the ambient set (inheritable and bounding stay). The init never execs, so it
+       drops them itself, or it would hold capabilities the process does not. */
+    static int fp_init_caps_as_after_exec(int cap_last) {
+        struct __user_cap_header_struct h; struct __user_cap_data_struct d[2];
+        unsigned long long amb = 0; int c;
+        if (geteuid() == 0) return 0;   /* root keeps (at least) its permitted set across exec */
+        for (c = 0; c <= cap_last && c < 64; c++)
+            if (prctl(PR_CAP_AMBIENT, 3 /* PR_CAP_AMBIENT_IS_SET */, c, 0, 0) == 1) amb |= 1ULL << c;
+        h.version = _LINUX_CAPABILITY_VERSION_3; h.pid = 0;
+        if (syscall(SYS_capget, &h, d) < 0) return -1;
+        d[0].permitted = d[0].effective = (unsigned)amb;
+        d[1].permitted = d[1].effective = (unsigned)(amb >> 32);
+        return (int)syscall(SYS_capset, &h, d);
+    }
+    /* The init is a copy of the runtime process: ~10 MB of its malloc heap and Python arenas would stay
+       resident (charged to the runtime's memory cgroup) for the container's whole life, once the runtime
+       has exited. The init needs none of it: from here on it runs on its stack and TLS only. Every private
+       anonymous mapping of 64 KiB or more that holds neither is given back (MADV_DONTNEED frees the pages;
+       were one read again it would be zeros, not a fault). Reads /proc/self/maps into a stack buffer. */
+    #include <sys/mman.h>
+    /* Number parsing by hand: strtoul reads the locale, whose data may sit on the heap being given back. */
+    static unsigned long fp_init_num(char **s, int base) {
+        unsigned long v = 0; int d;
+        for (;; (*s)++) {
+            char c = **s;
+            if (c >= '0' && c <= '9') d = c - '0';
+            else if (base == 16 && c >= 'a' && c <= 'f') d = c - 'a' + 10;
+            else return v;
+            v = v * (unsigned long)base + (unsigned long)d;
+        }
+    }
+    static void fp_init_discard(unsigned long from, unsigned long to) {
+        if (to > from) madvise((void *)from, to - from, MADV_DONTNEED);
+    }
+    /* One line of /proc/self/maps: "start-end perms offset dev inode [name]". `stack` is an address in our
+       stack (its mapping is kept whole); [tls_lo, tls_hi) the page-aligned window around the TLS block and
+       the TCB, kept: adjacent anonymous mappings merge, so they may share one with a Python arena. */
+    static void fp_init_shed_one(char *s, unsigned long stack, unsigned long tls_lo, unsigned long tls_hi) {
+        unsigned long start, end, inode;
+        start = fp_init_num(&s, 16); if (*s++ != '-') return;
+        end = fp_init_num(&s, 16); if (*s++ != ' ') return;
+        if (s[0] != 'r' || s[1] != 'w' || s[2] == 0 || s[3] != 'p') return;   /* private and writable */
+        s += 4;
+        while (*s == ' ') s++;
+        while (*s && *s != ' ') s++;                          /* offset */
+        while (*s == ' ') s++;
+        while (*s && *s != ' ') s++;                          /* device */
+        while (*s == ' ') s++;
+        inode = fp_init_num(&s, 10);
+        while (*s == ' ') s++;
+        if (inode != 0 || (*s && strcmp(s, "[heap]") != 0)) return;   /* files, [stack], [vvar]...: kept */
+        if (end - start < 65536 || (stack >= start && stack < end)) return;
+        if (tls_hi <= start || tls_lo >= end) { fp_init_discard(start, end); return; }
+        fp_init_discard(start, tls_lo > start ? tls_lo : start);
+        fp_init_discard(tls_hi < end ? tls_hi : end, end);
+    }
+    static void fp_init_shed_memory(void) {
+        char buf[2048], line[512];
+        unsigned long a = (unsigned long)&errno, b = (unsigned long)__builtin_thread_pointer();
+        unsigned long tls_lo = ((a < b ? a : b) - 65536) & ~4095UL, tls_hi = ((a > b ? a : b) + 65536) & ~4095UL;
+        size_t ll = 0; ssize_t n, i; int fd;
+        if (tls_hi - tls_lo > (4UL << 20)) return;   /* TLS and TCB apart: an unknown layout, keep it all */
+        fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return;
+        while ((n = read(fd, buf, sizeof buf)) > 0) {
+            for (i = 0; i < n; i++) {
+                if (buf[i] != 10 /* newline */) { if (ll < sizeof line - 1) line[ll++] = buf[i]; continue; }
+                line[ll] = 0; ll = 0;
+                fp_init_shed_one(line, (unsigned long)buf, tls_lo, tls_hi);
+            }
+        }
+        close(fd);
+    }
+    """
+    void fp_init_rename(char *buf, size_t cap) nogil
+    void fp_init_shed_memory() nogil
+    int fp_init_caps_as_after_exec(int cap_last) nogil
+    int fp_init_block_all(unsigned long long *old) nogil
+    int fp_init_set_mask(const unsigned long long *mask) nogil
+    int fp_init_wait_signal() nogil
+    int fp_init_sigchld_default() nogil
+    void fp_init_sigchld_restore() nogil
+    int PR_SET_CHILD_SUBREAPER, SIGCHLD, ECHILD
+    int setpgid(int pid, int pgid) nogil
+    int tcsetpgrp(int fd, int pgrp) nogil
+
+
+cdef enum:
+    S_INIT = 29
+
+STEP_NAMES[S_INIT] = "starting the init (--init)"
+
+
+cdef void become_init(fp_plan *p) noexcept nogil:
+    """Fork: returns in the child (which goes on to execve); the parent stays as the init and never returns."""
+    cdef unsigned long long old_mask = 0
+    cdef long pid
+    if fp_init_block_all(&old_mask) < 0 or fp_init_sigchld_default() < 0:
+        fail(p, S_INIT, errno, b"signals")
+    # Before the fork, so the init is never dumpable for a moment; the child's execve sets its own flag.
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    pid = fp_clone(0, -1, NULL)
+    if pid < 0:
+        fail(p, S_INIT, errno, b"fork")
+    if pid == 0:
+        fp_init_sigchld_restore()
+        setpgid(0, 0)
+        if p.terminal:
+            tcsetpgrp(0, getpid())   # allowed from the background: SIGTTOU is still blocked here
+        fp_init_set_mask(&old_mask)
+        return
+    init_loop(p, <int>pid)
+
+
+cdef int init_exit_code(int status) noexcept nogil:
+    if WIFSIGNALED(status):
+        return 128 + WTERMSIG(status)
+    return WEXITSTATUS(status)
+
+
+cdef void init_loop(fp_plan *p, int child) noexcept nogil:
+    """PID 1: forward signals to `child`, reap every zombie, exit as `child` does."""
+    cdef int sig, status = 0, code = -1, i
+    cdef long r
+    if fp_init_caps_as_after_exec(p.cap_last) < 0:
+        kill(child, SIGKILL)   # never leave the process under an init more privileged than itself
+        _exit(1)
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    fp_init_rename(p.scratch, FP_PATH_MAX)
+    if fp_close_range(3, 0xFFFFFFFF) < 0:    # kernels before 5.9: the only fds left above 2
+        close(p.sock)
+        for i in range(3, 3 + p.preserve_fds):
+            close(i)
+    fp_init_shed_memory()                    # the plan (on the runtime's heap) is not touched after this
+    while True:
+        sig = fp_init_wait_signal()
+        if sig < 0:
+            # rt_sigtimedwait refused (a seccomp profile without it): still reap, forward nothing.
+            r = waitpid(-1, &status, 0)
+            if r == child:
+                _exit(init_exit_code(status))
+            if r < 0 and errno == ECHILD:
+                _exit(1)
+            continue
+        if sig != SIGCHLD:
+            kill(child, sig)
+            continue
+        while True:
+            r = waitpid(-1, &status, WNOHANG)
+            if r <= 0:
+                break
+            if r == child:
+                code = init_exit_code(status)
+        if code >= 0:
+            _exit(code)
+
+
 cdef void child_main(fp_plan *p) noexcept nogil:
     cdef int rootfd = -1, master = -1, i
     stamp(p, T_CLONED)
     close(p.parent_sock)
+    # v1 cgroup placement, done by the child itself: "0" written to `tasks` moves only the calling thread
+    # (all there is yet), which the kernel does without the global threadgroup rwsem that the parent's
+    # write of our pid takes, and so without waiting for an RCU grace period (~10 ms) first.
+    for i in range(p.n_cgroup_task):
+        if write(p.cgroup_task_fds[i], b"0", 1) != 1:
+            fail(p, S_CGROUP, errno, b"tasks")
     for i in range(3):
         if p.stdio[i] >= 0 and p.stdio[i] != i and dup2(p.stdio[i], i) < 0:
             fail(p, S_STDIO, errno, b"dup2")
@@ -1049,6 +1358,8 @@ cdef void child_main(fp_plan *p) noexcept nogil:
     if p.no_new_privs:
         apply_seccomp(p)
     stamp(p, T_SECURITY)
+    if p.run_init:
+        become_init(p)         # --init: only the forked child comes back here
     execve(p.exec_path, p.argv, p.envp)
     i = errno
     fail(p, S_EXEC, i, p.exec_path)
@@ -1126,6 +1437,11 @@ cdef class Launcher:
             p.join_fds[i] = fd
         p.n_join = len(join_fds)
         p.cgroup_fd = plan.cgroup_dir_fd
+        if len(plan.cgroup_task_fds) > FP_MAX_CGROUP_TASKS:
+            raise ValueError("too many cgroup hierarchies")
+        for i, fd in enumerate(plan.cgroup_task_fds):
+            p.cgroup_task_fds[i] = fd
+        p.n_cgroup_task = len(plan.cgroup_task_fds)
         p.dumpable = 1 if dumpable else 0
         p.fork_after_join = fork_after_join
         p.rootfs = keep_bytes(keep, plan.rootfs) if plan.rootfs else NULL
@@ -1247,6 +1563,7 @@ cdef class Launcher:
         p.fifo_fd = fifo_fd
         p.preserve_fds = plan.preserve_fds
         p.wait_continue_after_ready = 1 if wait_after_ready else 0
+        p.run_init = 1 if plan.init else 0
 
     def spawn(self) -> int:
         """clone3 the child into its new namespaces; it waits for `proceed()`. Returns the pid."""

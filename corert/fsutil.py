@@ -4,12 +4,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from pathlib import Path
 
 from corert.errors import ResourceError
 
 
-def remove_tree(path: str | Path, *, check_mounts: bool = True) -> None:
+def remove_tree(path: str | os.PathLike[str], *, check_mounts: bool = True) -> None:
     """rm -rf that never reaches into a mount: a bind mount of a host dir left inside a rootfs has the
     same st_dev when it comes from the same filesystem, so the mount table is asked first (check_mounts)
     and, as a second guard, the walk never enters another device.

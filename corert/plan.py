@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from corert.drivers.cgroups import in_user_namespace
 from corert.errors import ConfigError
@@ -95,7 +94,7 @@ def namespaces(config: dict) -> tuple[int, int, list[tuple[int, str]]]:
     return clone_flags, unshare_flags, joins
 
 
-def _mount_entries(config: dict, bundle: Path, cgroup_mounts: list[tuple[str, str]]) -> list[MountEntry]:
+def _mount_entries(config: dict, bundle: str, cgroup_mounts: list[tuple[str, str]]) -> list[MountEntry]:
     entries: list[MountEntry] = []
     for i, m in enumerate(config.get("mounts") or []):
         dest = m["destination"]
@@ -103,7 +102,7 @@ def _mount_entries(config: dict, bundle: Path, cgroup_mounts: list[tuple[str, st
         mtype = m.get("type") or ""
         source = m.get("source") or ""
         if opts.is_bind or mtype == "bind":
-            src = source if os.path.isabs(source) else str(bundle / source)
+            src = os.path.join(bundle, source)  # an absolute source stays as it is
             try:
                 is_dir = stat.S_ISDIR(os.stat(src).st_mode)
             except OSError as e:
@@ -165,7 +164,7 @@ def _capabilities(process: dict, plan: LaunchPlan) -> None:
         setattr(plan, f"cap_{name}", mask & known)
 
 
-def _seccomp(config: dict, cache_dir: Path | None, plan: LaunchPlan) -> None:
+def _seccomp(config: dict, cache_dir: str | None, plan: LaunchPlan) -> None:
     profile = config.get("linux", {}).get("seccomp")
     if not profile:
         return
@@ -178,9 +177,9 @@ def _seccomp(config: dict, cache_dir: Path | None, plan: LaunchPlan) -> None:
     plan.seccomp_listener = compiled.needs_listener
 
 
-def compile_plan(config: dict, bundle: Path, *, cgroup_mounts: list[tuple[str, str]] = (),
+def compile_plan(config: dict, bundle: str | os.PathLike[str], *, cgroup_mounts: list[tuple[str, str]] = (),
                  cgroup_dir_fd: int = -1, exec_fifo: str | None = None, preserve_fds: int = 0,
-                 no_pivot: bool = False, seccomp_cache: Path | None = None,
+                 no_pivot: bool = False, seccomp_cache: str | None = None,
                  set_groups: bool = True) -> tuple[LaunchPlan, list[tuple[int, str]]]:
     """The LaunchPlan for a container's init, and the namespace paths the launcher must open to join."""
     linux = config.get("linux", {})
@@ -189,7 +188,8 @@ def compile_plan(config: dict, bundle: Path, *, cgroup_mounts: list[tuple[str, s
     user_ns = bool(clone_flags & mo.NAMESPACE_FLAGS["user"]) or any(
         t == mo.NAMESPACE_FLAGS["user"] for t, _ in joins)
     root = config["root"]
-    rootfs = root["path"] if os.path.isabs(root["path"]) else str(bundle / root["path"])
+    bundle = os.fspath(bundle)
+    rootfs = os.path.join(bundle, root["path"])  # an absolute root.path stays as it is
 
     plan = LaunchPlan(clone_flags=clone_flags, unshare_flags=unshare_flags, cgroup_dir_fd=cgroup_dir_fd)
     plan.cap_last = cap_last_cap()
@@ -249,4 +249,6 @@ def compile_plan(config: dict, bundle: Path, *, cgroup_mounts: list[tuple[str, s
                         for h in (config.get("hooks") or {}).get("startContainer") or []]
     plan.exec_fifo = exec_fifo.encode() if exec_fifo else None
     plan.preserve_fds = preserve_fds
+    from corert.plan_types import INIT_ANNOTATION   # `run --init`: PID 1 forks and stays as a tiny init
+    plan.init = (config.get("annotations") or {}).get(INIT_ANNOTATION) in ("true", "1")
     return plan, joins

@@ -41,6 +41,10 @@ class DeviceEntry(Record):
     __slots__ = tuple(FIELDS)
 
 
+# The annotation that asks for the init (`corert run --init` sets it; an OCI bundle may too): "true".
+INIT_ANNOTATION = "io.corert.init"
+
+
 class LaunchPlan(Record):
     """Everything the child does between clone and execve, flattened."""
 
@@ -51,6 +55,7 @@ class LaunchPlan(Record):
         "unshare_flags": 0,
         "time_offsets": None,      # "monotonic S N\nboottime S N\n" for /proc/self/timens_offsets
         "cgroup_dir_fd": -1,       # v2: CLONE_INTO_CGROUP target, -1 = the parent attaches the pid instead
+        "cgroup_task_fds": list,   # v1: `tasks` files the child writes "0" to itself (no RCU wait)
 
         # Filesystem. rootfs empty = exec into an existing container (no mounts, no pivot).
         "rootfs": b"",
@@ -99,5 +104,6 @@ class LaunchPlan(Record):
         "terminal": False,         # open a pty; the master goes to the parent with the READY message
         "exec_fifo": None,         # blocks on it (open O_WRONLY) until `start`; None = exec right after READY
         "preserve_fds": 0,         # fds 3..3+N-1 reach the process; everything else >= 3 is closed on exec
+        "init": False,             # --init: PID 1 forks before execve and stays as a reaping, forwarding init
     }
     __slots__ = tuple(FIELDS)

@@ -161,6 +161,7 @@ class Container(_StdioStreams):
         self._starting = False          # an exit seen while `start` runs is reported after "start"
         self._deferred_exit: Event | None = None
         self._closed = False
+        self._stats_reading: Any = None   # corert.engine.stats.Reading of the last stats() call
 
     def __repr__(self) -> str:
         return f"<corert.Container {self.name} id={self.id[:12]} pid={self.pid}>"
@@ -252,12 +253,17 @@ class Container(_StdioStreams):
         self._rt._events.emit(Event("update", self.id, {"resources": merged}))
 
     async def stats(self) -> dict:
-        """cgroup statistics in runc's `events --stats` shape (cpu, memory, pids, blkio, hugetlb)."""
-        from corert.drivers.cgroups import load_handle
+        """cgroup statistics in runc's `events --stats` shape (cpu, memory, pids, blkio, hugetlb), plus
+        "pressure" (the container's PSI), "host_pressure", and docker's derived numbers (cpu_percent over
+        the time since the previous call, or since the start on the first; mem_usage, mem_limit,
+        mem_percent, net_rx/tx_bytes, block_read/write_bytes, pids_current): see corert.engine.stats."""
+        from corert.engine.stats import read_stats
 
         if not self.record.cgroup:
             raise CorertError(f"container {self.id!r} has no cgroup: no statistics")
-        return await trio.to_thread.run_sync(lambda: load_handle(self.record.cgroup).stats())
+        result, self._stats_reading = await trio.to_thread.run_sync(
+            lambda: read_stats(self._rt._store, self.record, self._stats_reading))
+        return result
 
     async def status(self) -> str:
         """created | running | paused | stopped, as `corert state` derives it."""

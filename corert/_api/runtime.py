@@ -130,7 +130,7 @@ class Runtime:
                  storage: str | None = None, cgroups: str = "auto") -> None:
         from corert.frontend.containers import data_root as default_data_root
 
-        self.root = Path(root).absolute() if root is not None else default_root()
+        self.root = Path(root if root is not None else default_root()).absolute()
         self.data_root = Path(data_root).absolute() if data_root is not None else default_data_root()
         self.storage = storage
         self.cgroups = cgroups

@@ -1,7 +1,7 @@
 """What every verb handler gets: the global options, the log, and the state store (made on first use)."""
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from corert.cli.log import Log
 from corert.cli.parse import GlobalOptions
@@ -18,7 +18,7 @@ class Context:
     def store(self) -> StateStore:
         if self._store is None:
             if self.options.root:
-                root = Path(self.options.root).absolute()
+                root = os.path.abspath(self.options.root)
             else:
                 from corert.engine.state import default_root
 
@@ -35,5 +35,5 @@ class Context:
                                   "(configure the engine's cgroup manager as cgroupfs)")
 
 
-def abspath(path: str | None) -> Path | None:
-    return None if path is None else Path(path).absolute()
+def abspath(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(path)

@@ -1,9 +1,9 @@
 """`kill`, `pause`, `resume`, `update`."""
 from __future__ import annotations
 
-import json
 import sys
 
+from corert import jsonio
 from corert.cli.context import Context
 from corert.errors import HostUnsupported, UsageError
 
@@ -43,10 +43,10 @@ def build_resources(ns) -> dict:  # noqa: ANN001
     if ns.resources:
         try:
             if ns.resources == "-":
-                data = json.load(sys.stdin)
+                data = jsonio.loads(sys.stdin.buffer.read())
             else:
                 with open(ns.resources, "rb") as f:
-                    data = json.loads(f.read())
+                    data = jsonio.loads(f.read())
         except OSError as e:
             raise UsageError(f"--resources {ns.resources}: {e.strerror or e}") from None
         except ValueError as e:

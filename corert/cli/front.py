@@ -53,6 +53,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--userns", help="auto: map container root to a free unprivileged host id range")
     p.add_argument("--cgroup-manager", default="auto", choices=["auto", "v1", "v2", "none"])
     p.add_argument("--trace", action="store_true", help="print where the milliseconds of the start go")
+    p.add_argument("--init", action="store_true", help="a tiny init as PID 1: reaps zombies, forwards signals")
+    p.add_argument("--stop-signal", help="the signal `corert stop` sends first (default: the image's, SIGTERM)")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
     return p
@@ -71,7 +73,8 @@ def cmd_run(options, args: list[str]) -> int:
         workdir=ns.workdir, user=ns.user, hostname=ns.hostname, tty=ns.tty, interactive=ns.interactive,
         volumes=ns.volume, tmpfs=ns.tmpfs, read_only=ns.read_only, memory=ns.memory, cpus=ns.cpus,
         pids_limit=ns.pids_limit, net=ns.net, publish=ns.publish, cap_add=ns.cap_add, cap_drop=ns.cap_drop,
-        privileged=ns.privileged, security_opt=ns.security_opt, userns=ns.userns)
+        privileged=ns.privileged, security_opt=ns.security_opt, userns=ns.userns, init=ns.init,
+        stop_signal=ns.stop_signal)
     store = _store(options)
     stdio = None
     null = -1
@@ -179,12 +182,15 @@ def cmd_logs(options, args: list[str]) -> int:
 def cmd_stop(options, args: list[str]) -> int:
     from corert.frontend.containers import stop
     p = _Parser(prog="corert stop")
-    p.add_argument("-t", "--time", type=float, default=10.0)
+    p.add_argument("-t", "--time", "--timeout", dest="time", type=float, default=10.0)
+    p.add_argument("-s", "--signal", help="instead of the container's stop signal")
     p.add_argument("containers", nargs="+")
     ns = p.parse_args(args)
+    from corert.engine.signals import parse_signal
+    sig = parse_signal(ns.signal) if ns.signal else None
     for ref in ns.containers:
         store, record = _find(options, ref)
-        stop(store, record, ns.time)
+        stop(store, record, ns.time, sig)
         print(ref)
     return 0
 
@@ -318,28 +324,143 @@ def cmd_exec(options, args: list[str]) -> int:
 
 
 def cmd_network(options, args: list[str]) -> int:
-    """`corert network ls | prune`: the bridge's leases, and cleanup after crashes (removes the bridge,
-    its NAT table and restores ip_forward once no container uses it)."""
+    """`corert network create|ls|inspect|rm|connect|disconnect|prune`: user-defined bridge networks
+    (corert.drivers.network.networks, .connect) and cleanup after crashes."""
     p = _Parser(prog="corert network")
     sub = p.add_subparsers(dest="action", required=True)
+    create = sub.add_parser("create")
+    create.add_argument("--subnet")
+    create.add_argument("--gateway")
+    create.add_argument("--internal", action="store_true")
+    create.add_argument("--driver", "-d", default="bridge", choices=["bridge"])
+    create.add_argument("name")
     sub.add_parser("ls")
+    insp = sub.add_parser("inspect")
+    insp.add_argument("networks", nargs="+")
+    rm = sub.add_parser("rm")
+    rm.add_argument("networks", nargs="+")
+    for verb in ("connect", "disconnect"):
+        c = sub.add_parser(verb)
+        c.add_argument("network")
+        c.add_argument("container")
     sub.add_parser("prune")
     ns = p.parse_args(args)
-    from corert.drivers.network import bridge
+    from corert.drivers.network import bridge, networks
     if ns.action == "prune":
         from corert.drivers.network.usermode import sweep_helpers
         lines = sweep_helpers() + (bridge.prune() if os.geteuid() == 0 else [])
         for line in lines:
             print(f"removed {line}")
-        return 0
-    for ip, lease in sorted(bridge.leases().items()):
-        print(f"{bridge.BRIDGE}\t{ip}\t{lease.get('name', '')}\t{lease['id'][:12]}")
+    elif ns.action == "create":
+        print(networks.create(ns.name, ns.subnet, ns.gateway, ns.internal)["id"])
+    elif ns.action == "ls":
+        rows = [(n["name"], n["id"][:12], n["driver"], n["subnet"]) for n in networks.list_networks()]
+        for row in [("NAME", "NETWORK ID", "DRIVER", "SUBNET")] + rows:
+            print("{:<20} {:<12} {:<8} {}".format(*row).rstrip())
+    elif ns.action == "inspect":
+        import json
+        print(json.dumps([networks.inspect(ref) for ref in ns.networks], indent=2))
+    elif ns.action == "rm":
+        for ref in ns.networks:
+            print(networks.remove(ref))
+    else:
+        from corert.drivers.network import connect
+        store, record = _find(options, ns.container)
+        getattr(connect, ns.action)(store, record, ns.network)
+    return 0
+
+
+def _tls_verify(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise UsageError(f"--tls-verify: expected true or false, not {value!r}")
+
+
+def cmd_pull(options, args: list[str]) -> int:
+    """`corert pull [--tls-verify=false] [-j N] REF`: prints the image id (progress goes to stderr)."""
+    from corert.frontend.containers import data_root
+    from corert.images.registry.pull import DEFAULT_JOBS, pull
+    from corert.images.store import ImageStore
+    p = _Parser(prog="corert pull")
+    p.add_argument("--tls-verify", default="true", type=_tls_verify)
+    p.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS, help="parallel blob downloads")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("ref")
+    ns = p.parse_args(args)
+    with ImageStore(data_root()) as store:
+        image = pull(store, ns.ref, tls_verify=ns.tls_verify, jobs=ns.jobs,
+                     stream=open(os.devnull, "w") if ns.quiet else None)
+    print(image.id)
+    return 0
+
+
+def cmd_push(options, args: list[str]) -> int:
+    """`corert push [--tls-verify=false] NAME[:TAG] [REF]`: prints the manifest digest."""
+    from corert.frontend.containers import data_root
+    from corert.images.registry.push import DEFAULT_CHUNK, push
+    from corert.images.store import ImageStore
+    p = _Parser(prog="corert push")
+    p.add_argument("--tls-verify", default="true", type=_tls_verify)
+    p.add_argument("-j", "--jobs", type=int, default=3, help="parallel blob uploads")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="bytes per PATCH for big blobs")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("image")
+    p.add_argument("dest", nargs="?")
+    ns = p.parse_args(args)
+    with ImageStore(data_root()) as store:
+        digest = push(store, ns.image, ns.dest, tls_verify=ns.tls_verify, jobs=ns.jobs,
+                      chunk_size=ns.chunk_size, stream=open(os.devnull, "w") if ns.quiet else None)
+    print(digest)
+    return 0
+
+
+def cmd_build(options, args: list[str]) -> int:
+    """`corert build -t NAME[:TAG] [-f FILE] [--no-cache] [--build-arg K=V] CONTEXT` (logic: corert.build)."""
+    from corert.build.executor import BuildOptions, build
+    p = _Parser(prog="corert build")
+    p.add_argument("-t", "--tag")
+    p.add_argument("-f", "--file")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--build-arg", action="append", default=[])
+    p.add_argument("--network", "--net", dest="network", default="host", choices=["host", "none"])
+    p.add_argument("--storage", "--storage-driver", dest="storage")
+    p.add_argument("context")
+    ns = p.parse_args(args)
+    build_args = {}
+    for item in ns.build_arg:
+        key, eq, value = item.partition("=")
+        if eq or key in os.environ:   # `--build-arg K` passes the caller's value, as docker does
+            build_args[key] = value if eq else os.environ[key]
+    build(_store(options), BuildOptions(context=ns.context, file=ns.file, tag=ns.tag, no_cache=ns.no_cache,
+                                        build_args=build_args, network=ns.network, storage=ns.storage))
+    return 0
+
+
+def cmd_stats(options, args: list[str]) -> int:
+    """`corert stats [-a] [--no-stream] [--format table|json] [NAME...]`: docker's live table plus PSI
+    (corert.engine.stats)."""
+    from corert.engine.stats import watch
+    p = _Parser(prog="corert stats")
+    p.add_argument("-a", "--all", action="store_true", help="all containers (default: running ones)")
+    p.add_argument("--no-stream", action="store_true", help="print one frame and exit")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("containers", nargs="*")
+    ns = p.parse_args(args)
+    try:
+        watch(_store(options), ns.containers, all_containers=ns.all, stream=not ns.no_stream, fmt=ns.format)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
 VERBS = {"run": cmd_run, "ps": cmd_ps, "logs": cmd_logs, "stop": cmd_stop, "rm": cmd_rm, "diff": cmd_diff,
          "commit": cmd_commit, "images": cmd_images, "image": cmd_image, "exec": cmd_exec,
-         "network": cmd_network}
+         "network": cmd_network,
+         "pull": cmd_pull, "push": cmd_push,
+         "build": cmd_build,
+         "stats": cmd_stats}
 
 
 def main(argv: list[str]) -> int:

@@ -1,9 +1,9 @@
 """`spec`, `create`, `start`, `run`, `exec`, `delete`, `features` (the engine does the work)."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import os
 
+from corert import jsonio
 from corert.cli.context import Context, abspath
 from corert.cli.output import write
 from corert.errors import CorertError, HostUnsupported, UsageError
@@ -12,14 +12,14 @@ from corert.errors import CorertError, HostUnsupported, UsageError
 def cmd_spec(ctx: Context, ns) -> int:  # noqa: ANN001 - argparse.Namespace
     from corert.spec.defaults import write_spec
 
-    write_spec(Path(ns.bundle or ".").absolute(), ns.rootless)
+    write_spec(abspath(ns.bundle or "."), ns.rootless)
     return 0
 
 
 def cmd_features(ctx: Context, ns) -> int:  # noqa: ANN001
     from corert.spec.features import features
 
-    write(json.dumps(features(), indent=4) + "\n")
+    write(jsonio.dumps(features(), indent=4) + "\n")
     return 0
 
 
@@ -27,7 +27,7 @@ def cmd_create(ctx: Context, ns) -> int:  # noqa: ANN001
     from corert.engine.create import create
 
     ctx.refuse_systemd_cgroup()
-    create(ctx.store, ns.container_id, Path(ns.bundle or ".").absolute(), pid_file=abspath(ns.pid_file),
+    create(ctx.store, ns.container_id, abspath(ns.bundle or "."), pid_file=abspath(ns.pid_file),
            console_socket=ns.console_socket, preserve_fds=ns.preserve_fds or 0, no_pivot=ns.no_pivot)
     return 0
 
@@ -50,7 +50,7 @@ def cmd_run(ctx: Context, ns) -> int:  # noqa: ANN001
     from corert.engine.run import run
 
     ctx.refuse_systemd_cgroup()
-    return run(ctx.store, ns.container_id, Path(ns.bundle or ".").absolute(), detach=ns.detach,
+    return run(ctx.store, ns.container_id, abspath(ns.bundle or "."), detach=ns.detach,
                pid_file=abspath(ns.pid_file), keep=ns.keep, console_socket=ns.console_socket,
                preserve_fds=ns.preserve_fds or 0, no_pivot=ns.no_pivot)
 
@@ -75,7 +75,7 @@ def build_process(ctx: Context, ns) -> dict:  # noqa: ANN001
     if ns.process:
         try:
             with open(ns.process, "rb") as f:
-                process = json.loads(f.read())
+                process = jsonio.loads(f.read())
         except OSError as e:
             raise UsageError(f"--process {ns.process}: {e.strerror or e}") from None
         except ValueError as e:
@@ -123,8 +123,8 @@ def build_process(ctx: Context, ns) -> dict:  # noqa: ANN001
 def _config_process(ctx: Context, container_id: str) -> dict:
     record = ctx.store.load(container_id)
     try:
-        with open(Path(record.bundle) / "config.json", "rb") as f:
-            process = json.loads(f.read()).get("process") or {}
+        with open(os.path.join(record.bundle, "config.json"), "rb") as f:
+            process = jsonio.loads(f.read()).get("process") or {}
     except (OSError, ValueError, AttributeError):
         process = {}  # the bundle may be gone by now: start from an empty process
     if not isinstance(process, dict):

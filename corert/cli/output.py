@@ -1,16 +1,14 @@
 """Output in the exact shapes runc prints: Go's encoding/json and text/tabwriter."""
 from __future__ import annotations
 
-import json
 import sys
+
+from corert import jsonio
 
 
 def go_json(obj: object, indent: str | None = None) -> str:
     """json.dumps as Go's encoding/json writes it: UTF-8 as is, <, >, & escaped, no spaces (or indented)."""
-    if indent is None:
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    else:
-        text = json.dumps(obj, ensure_ascii=False, indent=indent)
+    text = jsonio.dumps(obj, ensure_ascii=False, indent=indent)
     # These characters only ever occur inside JSON strings, where Go writes them as \u escapes.
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 

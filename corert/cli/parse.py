@@ -358,7 +358,7 @@ def parse_verb(verb: str, args: list[str]):  # -> Namespace
 
 # ---- front door dispatch -------------------------------------------------------------------------
 
-FRONT_VERBS = frozenset({"images", "image", "logs", "stop", "rm", "diff", "commit", "pull", "build", "stats",
+FRONT_VERBS = frozenset({"images", "image", "logs", "stop", "rm", "diff", "commit", "pull", "push", "build", "stats",
                          "network"})
 
 _OCI_RUN_VALUE_FLAGS = frozenset({"--bundle", "-b", "--pid-file", "--console-socket", "--preserve-fds"})
@@ -450,7 +450,7 @@ def is_front_exec(args: list[str], state_root: str) -> bool:
 
 
 def _names_a_container(state_root: str, ref: str) -> bool:
-    import json
+    from corert import jsonio
 
     try:
         entries = os.listdir(state_root)
@@ -461,7 +461,7 @@ def _names_a_container(state_root: str, ref: str) -> bool:
             return True
         try:
             with open(os.path.join(state_root, entry, "state.json"), "rb") as f:
-                if json.loads(f.read()).get("extra", {}).get("name") == ref:
+                if jsonio.loads(f.read()).get("extra", {}).get("name") == ref:
                     return True
         except (OSError, ValueError):
             continue

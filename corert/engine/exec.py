@@ -9,7 +9,6 @@ fork_after_join); the user namespace is joined first, which is what lets a rootl
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from corert.engine.state import StateStore, live_status
 from corert.errors import InvalidState
@@ -35,7 +34,7 @@ def _namespaces_to_join(pid: int) -> list[tuple[int, str]]:
     return joins
 
 
-def exec_plan(config: dict, process: dict, bundle: Path, seccomp_cache: Path | None) -> LaunchPlan:
+def exec_plan(config: dict, process: dict, bundle: str, seccomp_cache: str | None) -> LaunchPlan:
     """The plan for an exec'd process: no mounts, no pivot; identity and security from `process`."""
     from corert.plan import compile_plan
 
@@ -84,7 +83,7 @@ def spawn_exec(store: StateStore, container_id: str, process: dict, *, detach: b
     validate_process(base)
     if base.get("terminal") and detach and not console_socket:
         raise InvalidState("cannot allocate a tty for a detached exec without --console-socket")
-    plan = exec_plan(config, base, Path(record.bundle), store.root / "@seccomp-cache")
+    plan = exec_plan(config, base, record.bundle, os.path.join(store.root, "@seccomp-cache"))
     plan.preserve_fds = preserve_fds
     plan.stdio = stdio
 
@@ -139,7 +138,7 @@ def spawn_exec(store: StateStore, container_id: str, process: dict, *, detach: b
 
 
 def exec_process(store: StateStore, container_id: str, process: dict, *, detach: bool = False,
-                 pid_file: Path | None = None, console_socket: str | None = None,
+                 pid_file: str | os.PathLike[str] | None = None, console_socket: str | None = None,
                  preserve_fds: int = 0) -> int:
     from corert.engine.run import FORWARDED, exit_code_of, forward_signal
     import signal
@@ -151,7 +150,7 @@ def exec_process(store: StateStore, container_id: str, process: dict, *, detach:
         os.close(started.pidfd)
     if pid_file:
         from corert.engine.create import write_pid_file
-        write_pid_file(Path(pid_file), pid)
+        write_pid_file(pid_file, pid)
     if detach:
         launcher.close()
         return 0

@@ -5,9 +5,9 @@ failures of poststart and poststop hooks are only warnings: the caller catches a
 """
 from __future__ import annotations
 
-import json
 import os
 
+from corert import jsonio
 from corert.errors import HookError
 
 HOOK_PHASES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
@@ -17,7 +17,7 @@ def run_hooks(hooks: list[dict] | None, state: dict, phase: str) -> None:
     """Run `hooks` (the config's hooks[phase] list) in order; stop at the first failure."""
     if not hooks:
         return
-    payload = json.dumps(state, separators=(",", ":")).encode()
+    payload = jsonio.dumps(state).encode()
     for hook in hooks:
         run_hook(hook, payload, phase)
 
@@ -68,10 +68,10 @@ def _last_line(data: bytes) -> str:
 
 def _kill_group(proc: "object") -> None:
     """Kill the hook and anything it forked (its own session), then reap it."""
-    import signal
+    import _signal
 
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+        os.killpg(proc.pid, _signal.SIGKILL)  # type: ignore[attr-defined]
     except ProcessLookupError:
         pass
     proc.wait()  # type: ignore[attr-defined]

@@ -3,7 +3,10 @@ anywhere unwinds them in reverse, so a failed create leaves nothing behind."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable  # not typing: ~3 ms of CLI cold start for an annotation
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (or collections: ~1.5 ms)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class UndoStack:

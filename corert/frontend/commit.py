@@ -30,10 +30,12 @@ if TYPE_CHECKING:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def commit(record: ContainerRecord, name: str, *, store: StateStore | None = None) -> Image:
+def commit(record: ContainerRecord, name: str | None, *, store: StateStore | None = None,
+           created_by: str = "corert commit") -> Image:
     """A new image named `name`: the container's image plus one layer holding what the container changed.
 
-    With the state `store`, a running container is frozen while its changes are read."""
+    With the state `store`, a running container is frozen while its changes are read. name None: an
+    unnamed image (a build step); `created_by` is its history entry."""
     from corert.drivers.storage import load_prepared
     from corert.frontend.containers import data_root
     from corert.images.store import ImageStore
@@ -50,10 +52,10 @@ def commit(record: ContainerRecord, name: str, *, store: StateStore | None = Non
         with _paused(store, record):
             upper = getattr(prepared, "upper", None)   # overlay, fuse: already in overlay form
             if upper is not None:
-                return images.add_layer_from_dir(parent, Path(upper), parent.config, name)
+                return images.add_layer_from_dir(parent, Path(upper), parent.config, name, created_by=created_by)
             with _staging_dir(images.root) as diff_dir:
                 write_overlay_diff(prepared.rootfs, prepared.changes(), diff_dir, rootless=images.rootless)
-                return images.add_layer_from_dir(parent, diff_dir, parent.config, name)
+                return images.add_layer_from_dir(parent, diff_dir, parent.config, name, created_by=created_by)
     finally:
         images.close()
 

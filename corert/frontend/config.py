@@ -38,6 +38,8 @@ class RunOptions:
     security_opt: list[str] = field(default_factory=list)
     userns: str | None = None
     annotations: dict = field(default_factory=dict)
+    init: bool = False                  # a tiny init as PID 1 (reaps zombies, forwards signals): docker --init
+    stop_signal: str | None = None      # what `corert stop` sends first (default: the image's, else SIGTERM)
 
 
 def _process_args(image_config: dict, opts: RunOptions) -> list[str]:
@@ -225,7 +227,25 @@ def build_config(image_config: dict, opts: RunOptions, rootfs: Path, *, rootless
     _security(config, opts)
     _userns(config, opts, rootless)
     config["annotations"] = dict(opts.annotations)
+    _init_and_stop_signal(config["annotations"], image_config, opts)
     return config
+
+
+# Where the stop signal travels from the image to `corert stop` (OCI image-spec conversion.md).
+STOP_SIGNAL_ANNOTATION = "org.opencontainers.image.stopSignal"
+
+
+def _init_and_stop_signal(annotations: dict, image_config: dict, opts: RunOptions) -> None:
+    """--init becomes the annotation the launch plan reads; --stop-signal (or the image's StopSignal) one
+    that `corert stop` reads from the container's record. A bad signal name fails `run`, as docker's."""
+    from corert.engine.signals import parse_signal, signal_name
+    from corert.plan_types import INIT_ANNOTATION
+
+    if opts.init:
+        annotations[INIT_ANNOTATION] = "true"
+    stop = opts.stop_signal or image_config.get("StopSignal")
+    if stop:
+        annotations[STOP_SIGNAL_ANNOTATION] = signal_name(parse_signal(str(stop)))
 
 
 def _userns(config: dict, opts: RunOptions, rootless: bool) -> None:

@@ -138,13 +138,13 @@ def _note_once(store: StateStore, key: str, note: str | None) -> None:
     """Rootless limitations are said once per state root, not on every run."""
     if not note:
         return
-    marker = store.root / f"@note-{key}"
+    marker = Path(store.root) / f"@note-{key}"
     if marker.exists():
         return
     import sys
     print(f"corert: note: {note}", file=sys.stderr)
     try:
-        store.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.makedirs(store.root, exist_ok=True, mode=0o700)
         marker.touch()
     except OSError:
         pass
@@ -199,25 +199,52 @@ def forget(record: ContainerRecord) -> None:
         images.remove_user(record.id)
     finally:
         images.close()
+    if os.geteuid() == 0:    # interfaces added by `corert network connect` (bridge containers: done already)
+        from corert.drivers.network.connect import release_container
+        release_container(record.id)
     data_dir = record.extra.get("data_dir")
     if data_dir:
         remove_tree(data_dir)   # refuses to reach into anything still mounted
 
 
+def stop_signal(record: ContainerRecord) -> int:
+    """The signal `stop` sends first: `run --stop-signal`, else the image's StopSignal, else SIGTERM."""
+    import signal
+    from corert.engine.signals import parse_signal
+    from corert.frontend.config import STOP_SIGNAL_ANNOTATION
+
+    name = (record.annotations or {}).get(STOP_SIGNAL_ANNOTATION)
+    return parse_signal(name) if name else signal.SIGTERM
+
+
 def stop(store: StateStore, record: ContainerRecord, timeout: float = 10.0, sig: int | None = None) -> None:
-    """SIGTERM (or the image's stop signal), wait up to `timeout`, then SIGKILL: docker's `stop`."""
+    """The stop signal (`sig`, else the container's: see stop_signal), wait up to `timeout` seconds for the
+    init to exit, then SIGKILL: docker's `stop`. A container whose init already exited is left as it is.
+
+    The signal goes to the init (record.pid): the process itself, or with --init the tiny init, which
+    forwards it to the process. A paused container is thawed after the signal, so that it can act on it."""
+    import select
     import signal
     from corert.engine.state import init_alive
 
-    if not init_alive(record):
-        return
+    if timeout < 0:
+        raise UsageError(f"invalid stop timeout {timeout}: it must not be negative")
+    sig = sig or stop_signal(record)
     try:
         pidfd = os.pidfd_open(record.pid)
     except ProcessLookupError:
         return
     try:
-        signal.pidfd_send_signal(pidfd, sig or signal.SIGTERM)
-        import select
+        if not init_alive(record):   # checked with the pidfd open: the pid cannot be reused under us
+            return
+        signal.pidfd_send_signal(pidfd, sig)
+        if live_status(store, record) == "paused":
+            from corert.engine.control import resume
+            from corert.errors import InvalidState
+            try:
+                resume(store, record.id)
+            except InvalidState:
+                pass   # thawed meanwhile
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         if not poller.poll(int(timeout * 1000)):

@@ -127,7 +127,7 @@ class ImageStore:
     # ---- housekeeping ------------------------------------------------------------------------------------
     def _clean_tmp(self) -> None:
         """Remove staging dirs left by processes that died mid-import."""
-        from corert.fsutil import remove_tree
+        from corert.rootless import remove_tree  # rootless: layers hold files of subordinate ids
 
         try:
             entries = os.listdir(self._tmp)
@@ -163,7 +163,7 @@ class ImageStore:
     @contextmanager
     def _staging(self) -> Iterator[Path]:
         from corert.images.formats import new_tmp_name
-        from corert.fsutil import remove_tree
+        from corert.rootless import remove_tree  # rootless: layers hold files of subordinate ids
 
         path = self._tmp / new_tmp_name()
         path.mkdir(mode=0o700, parents=True)
@@ -261,11 +261,23 @@ class ImageStore:
             except OSError as e:
                 raise ImageError(f"importing {path}: {e.strerror or e}") from None
 
+    def import_staged(self, stage) -> Image:
+        """Commit an image whose blobs the caller fetched and verified itself (a registry pull):
+        `stage(staging)` moves them into the staging dir and returns the Source; runs under the store lock."""
+        from corert.images.formats import Staging
+
+        with self._lock(), self._staging() as tmp:
+            try:
+                staging = Staging(self.root, tmp)
+                return self._commit(stage(staging), staging)
+            except OSError as e:
+                raise ImageError(f"storing the image: {e.strerror or e}") from None
+
     def _commit(self, source, staging) -> Image:
         """Unpack the staged layers, move files into place, then record everything in one transaction."""
         import hashlib
 
-        from corert.fsutil import remove_tree
+        from corert.rootless import remove_tree  # rootless: layers hold files of subordinate ids
 
         self.last_notes = []
         config_bytes = source.config_bytes
@@ -327,7 +339,7 @@ class ImageStore:
                            new_dirs: list[Path]) -> int:
         from corert.images.compression import HashingReader, open_decompressed
         from corert.images.progress import Progress
-        from corert.fsutil import remove_tree
+        from corert.rootless import remove_tree  # rootless: layers hold files of subordinate ids
         from corert.images.unpack import unpack_layer
 
         work = staging.new_path("layer")
@@ -415,7 +427,7 @@ class ImageStore:
             self._gc_locked()
 
     def _gc_locked(self) -> None:
-        from corert.fsutil import remove_tree
+        from corert.rootless import remove_tree  # rootless: layers hold files of subordinate ids
 
         with self._txn():
             dead = [r[0] for r in self.db.execute(
@@ -431,8 +443,12 @@ class ImageStore:
                 (self.root / "blobs" / "sha256" / name).unlink(missing_ok=True)
 
     # ---- commit and export -------------------------------------------------------------------------------
-    def add_layer_from_dir(self, parent: Image | None, diff_dir: Path, config: dict, name: str | None) -> Image:
-        """A new image: `parent`'s layers plus `diff_dir` (in overlay form, e.g. a container's upper dir)."""
+    def add_layer_from_dir(self, parent: Image | None, diff_dir: Path | None, config: dict, name: str | None,
+                           *, created_by: str = "corert commit") -> Image:
+        """A new image: `parent`'s layers plus `diff_dir` (in overlay form, e.g. a container's upper dir).
+
+        diff_dir None: no new layer, only a new config (a build's ENV, CMD, ... step: an empty_layer in the
+        history); `created_by` is the history entry's text."""
         from corert.images.formats import Source, SourceLayer, Staging, canonical_json, host_arch
         from corert.images.tarwriter import write_layer_tar
 
@@ -444,22 +460,28 @@ class ImageStore:
         new_name = _check_name(name) if name else None
         with self._lock(), self._staging() as tmp:
             staging = Staging(self.root, tmp)
-            out = staging.new_path("commit")
-            try:
-                with open(out, "xb") as f:
-                    write_layer_tar(diff_dir, f, overlay_form=True, rootless=self.rootless)
-                blob = staging.adopt(out)
-            except OSError as e:
-                raise ImageError(f"committing {diff_dir}: {e.strerror or e}") from None
+            new_layers = []
+            if diff_dir is not None:
+                out = staging.new_path("commit")
+                try:
+                    with open(out, "xb") as f:
+                        write_layer_tar(diff_dir, f, overlay_form=True, rootless=self.rootless)
+                    blob = staging.adopt(out)
+                except OSError as e:
+                    raise ImageError(f"committing {diff_dir}: {e.strerror or e}") from None
+                new_layers.append(SourceLayer(blob, "application/vnd.oci.image.layer.v1.tar"))
             full = dict(full)
             full["created"] = now
             full["config"] = config
             full["rootfs"] = {"type": "layers",
-                              "diff_ids": list((full.get("rootfs") or {}).get("diff_ids", [])) + [f"sha256:{blob.hex}"]}
-            full["history"] = list(full.get("history", [])) + [{"created": now, "created_by": "corert commit"}]
+                              "diff_ids": list((full.get("rootfs") or {}).get("diff_ids", []))
+                              + [f"sha256:{layer.blob.hex}" for layer in new_layers]}
+            entry = {"created": now, "created_by": created_by}
+            if diff_dir is None:
+                entry["empty_layer"] = True
+            full["history"] = list(full.get("history", [])) + [entry]
             parent_layers = self._source_layers(parent) if parent is not None else []
-            source = Source(canonical_json(full), parent_layers + [SourceLayer(blob, "application/vnd.oci.image.layer.v1.tar")],
-                            [new_name] if new_name else [])
+            source = Source(canonical_json(full), parent_layers + new_layers, [new_name] if new_name else [])
             return self._commit(source, staging)
 
     def _source_layers(self, image: Image):

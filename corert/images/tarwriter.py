@@ -25,6 +25,39 @@ def write_layer_tar(src: os.PathLike | str, out: BinaryIO, *, overlay_form: bool
     rootless: files owned by the current user are recorded as root (they are root in the container's
     user namespace), or as the owner recorded in `user.corert.owner`.
     """
+    if overlay_form and rootless and os.geteuid() != 0:
+        from corert.rootless import full_id_maps, run_in_userns
+
+        maps = full_id_maps()
+        fileno = _fileno(out)
+        if maps is not None and fileno is not None:
+            # A store tree (upper dir, layer) of a user with subordinate ids: files of the image's other
+            # owners are readable, and show their container ids, only inside the user namespace.
+            out.flush()
+            got = run_in_userns(maps, _write_to_fd, os.fspath(src), fileno, overlay_form)
+            out.seek(0, os.SEEK_END)   # the child wrote through the shared file offset
+            if notes is not None:
+                notes.extend(got)
+            return
+    _write_layer_tar(src, out, overlay_form=overlay_form, rootless=rootless, notes=notes)
+
+
+def _fileno(out: BinaryIO) -> int | None:
+    try:
+        return out.fileno() if out.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _write_to_fd(src: str, fd: int, overlay_form: bool) -> list[str]:
+    notes: list[str] = []
+    with os.fdopen(os.dup(fd), "wb") as f:
+        _write_layer_tar(src, f, overlay_form=overlay_form, rootless=True, notes=notes)
+    return notes
+
+
+def _write_layer_tar(src: os.PathLike | str, out: BinaryIO, *, overlay_form: bool, rootless: bool,
+                     notes: list[str] | None) -> None:
     w = _Writer(out, overlay_form=overlay_form, rootless=rootless, notes=notes if notes is not None else [])
     root_fd = os.open(os.fspath(src), _DIR_FLAGS)
     try:

@@ -4,6 +4,12 @@ Every path is resolved component by component from an fd of the layer root with 
 can be written through a symlink or outside the layer, whatever the archive contains. `..` components are
 refused, leading `/` is stripped, hard links must point at something already unpacked in this layer.
 OCI whiteouts become char devices 0:0, opaque markers become the overlay opaque xattr (see layout.py).
+
+Rootless, with a subordinate id range (the containers' full 65536-id map), the unpack runs in a forked
+child inside a user namespace with that same map (corert.rootless.run_in_userns), where chown works: a file
+owned by www-data (33) in the layer is owned by the mapped host id on disk and shows as 33 in every
+container. Ids outside the map, and every owner under a single-id map, cannot be stored as owners: the
+files stay the user's (root in the container) and the original "uid:gid:mode" goes to OWNER_XATTR.
 """
 from __future__ import annotations
 
@@ -38,7 +44,18 @@ def split_path(name: str) -> list[str]:
 
 def unpack_layer(stream: BinaryIO, dest_fd: int, *, rootless: bool) -> UnpackResult:
     """Unpack the uncompressed tar `stream` into the directory open as `dest_fd` (normally empty)."""
-    u = _Unpacker(dest_fd, rootless)
+    if rootless:
+        from corert.rootless import full_id_maps, run_in_userns
+
+        maps = full_id_maps()
+        if maps is not None:
+            # the parent keeps reading `stream` (the caller hashes it) and feeds the child through a pipe
+            return run_in_userns(maps, _unpack, dest_fd, True, True, feed=stream)
+    return _unpack(stream, dest_fd, rootless, False)
+
+
+def _unpack(stream: BinaryIO, dest_fd: int, rootless: bool, mapped: bool) -> UnpackResult:
+    u = _Unpacker(dest_fd, rootless, mapped)
     try:
         try:
             tf = tarfile.open(fileobj=stream, mode="r|", errorlevel=2)
@@ -58,13 +75,18 @@ def unpack_layer(stream: BinaryIO, dest_fd: int, *, rootless: bool) -> UnpackRes
         u.finish()
     finally:
         u.close()
+    if mapped:
+        while stream.read(1 << 20):
+            pass   # the rest of the pipe (tar padding): the feeding parent then ends without EPIPE
     return u.result
 
 
 class _Unpacker:
-    def __init__(self, root_fd: int, rootless: bool) -> None:
+    def __init__(self, root_fd: int, rootless: bool, mapped: bool = False) -> None:
         self.root_fd = root_fd
         self.rootless = rootless
+        # rootless inside a user namespace with the full id map: owners are stored as they are (chown)
+        self.mapped = mapped
         self.opaque_xattr = layout.OPAQUE_XATTR_ROOTLESS if rootless else layout.OPAQUE_XATTR_ROOT
         self.result = UnpackResult()
         # directory metadata applied at the end: writing children changes mtimes, and a read-only mode
@@ -262,6 +284,8 @@ class _Unpacker:
         mode = stat.S_IMODE(m.mode)
         if not self.rootless:
             os.fchown(fd, m.uid, m.gid)
+        elif self.mapped:
+            self._mapped_chown(m, lambda: os.fchown(fd, m.uid, m.gid))
         for name, value in _xattrs(m):
             self._setxattr(fd, m.name, name, value)
         if is_dir:
@@ -270,10 +294,25 @@ class _Unpacker:
         if self.rootless:
             self._record_owner(fd, m, mode, applied)
 
+    def _mapped_chown(self, m: tarfile.TarInfo, chown) -> None:
+        try:
+            chown()
+        except OSError as e:
+            if e.errno != errno.EINVAL:   # EINVAL: an id outside the map (>= 65536); recorded instead
+                raise
+            self.result.notes.append(f"owner {m.uid}:{m.gid} of {m.name!r} is outside the user namespace's "
+                                     "id map: stored as root, the owner is recorded in an xattr")
+
     def _record_owner(self, fd: int, m: tarfile.TarInfo, mode: int, applied: int) -> None:
         # rootless: the user's files show as root inside the container's user namespace, so only an
-        # owner other than root (or a mode we could not set) needs a record for commit/export.
-        if (m.uid, m.gid) == (0, 0) and applied == mode:
+        # owner other than root (or a mode we could not set) needs a record for commit/export. In a
+        # mapped unpack an owner that chown could store needs none either.
+        if self.mapped:
+            st = os.fstat(fd)
+            stored = (st.st_uid, st.st_gid) == (m.uid, m.gid)
+        else:
+            stored = (m.uid, m.gid) == (0, 0)
+        if stored and applied == mode:
             return
         value = f"{m.uid}:{m.gid}:{mode:o}".encode()
         # setting a user.* xattr needs write permission, even for the owner
@@ -292,7 +331,9 @@ class _Unpacker:
         if layout.is_reserved_xattr(name):
             self.result.notes.append(f"dropped reserved xattr {name} on {member!r}")
             return
-        if self.rootless and not name.startswith("user."):
+        # in a mapped user namespace file capabilities can be set too (the kernel stores them for the
+        # namespace's root, which is the containers' root as well)
+        if self.rootless and not name.startswith("user.") and not (self.mapped and name == "security.capability"):
             self.result.notes.append(f"skipped xattr {name} on {member!r}: needs root")
             return
         try:
@@ -304,6 +345,8 @@ class _Unpacker:
             self.result.notes.append(f"could not set xattr {name} on {member!r}: {e.strerror}")
 
     def _link_meta(self, pfd: int, base: str, m: tarfile.TarInfo) -> None:
+        if self.mapped:
+            self._mapped_chown(m, lambda: os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False))
         if not self.rootless:
             os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
             xattrs = _xattrs(m)

@@ -1,10 +1,9 @@
 """The default OCI config, as `runc spec` (and `runc spec --rootless`) writes it."""
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
+from corert import jsonio
 from corert.errors import ConfigError, CorertError
 
 OCI_VERSION = "1.2.0"
@@ -92,13 +91,13 @@ def _to_rootless(spec: dict) -> None:
     linux.pop("resources", None)
 
 
-def write_spec(bundle: Path, rootless: bool = False) -> Path:
+def write_spec(bundle: str | os.PathLike[str], rootless: bool = False) -> str:
     """Write the default config.json into `bundle`, refusing to overwrite one, like `runc spec`."""
-    bundle = Path(bundle)
-    if not bundle.is_dir():
-        raise CorertError(f"bundle {str(bundle)!r} is not a directory")
-    path = bundle / CONFIG_NAME
-    text = json.dumps(default_spec(rootless=rootless), indent="\t") + "\n"
+    bundle = os.fspath(bundle)
+    if not os.path.isdir(bundle):
+        raise CorertError(f"bundle {bundle!r} is not a directory")
+    path = os.path.join(bundle, CONFIG_NAME)
+    text = jsonio.dumps(default_spec(rootless=rootless), indent="\t") + "\n"
     try:
         # O_EXCL: refuse atomically, even if another `spec` races us.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
@@ -110,6 +109,9 @@ def write_spec(bundle: Path, rootless: bool = False) -> Path:
         with os.fdopen(fd, "w") as f:
             f.write(text)
     except BaseException:
-        path.unlink(missing_ok=True)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
         raise
     return path

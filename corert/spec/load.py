@@ -5,9 +5,9 @@ ignored (as the OCI spec asks); fields corert knows but cannot honour are refuse
 """
 from __future__ import annotations
 
-import json
 import os
 
+from corert import jsonio
 from corert.errors import ConfigError
 from corert.spec import host
 from corert.spec.capabilities import CAPABILITIES, CAPABILITY_SETS
@@ -82,7 +82,7 @@ def load_config(bundle: Path | str) -> dict:
     except OSError as e:
         raise ConfigError("", f"cannot read {path}: {e.strerror}") from None
     try:
-        config = json.loads(data)
+        config = jsonio.loads(data)
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
         raise ConfigError("", f"{CONFIG_NAME} is not valid JSON: {e}") from None
     if not isinstance(config, dict):

@@ -5,10 +5,11 @@ test imports) and lists sys.modules afterwards.
 """
 from __future__ import annotations
 
-import json
+import ast
 import os
 import subprocess
 import sys
+import tempfile
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -17,30 +18,39 @@ import pytest
 HEAVY = {"trio", "pyroute2", "pyfuse3", "pyseccomp", "seccomp", "sqlite3", "tarfile", "logging",
          "subprocess", "asyncio", "threading", "concurrent", "http", "email", "xml", "ssl", "hashlib"}
 
+# stdlib modules the OCI verbs avoid too: each costs milliseconds of every cold start (pathlib pulls in re,
+# fnmatch and urllib; json pulls in re; signal pulls in enum). corert.jsonio, os.path and _signal instead.
+COLD = {"pathlib", "json", "re", "enum", "signal", "dataclasses", "typing", "inspect", "shutil",
+        "collections", "functools", "urllib", "ipaddress", "fnmatch"}
+
+# No imports of its own beyond sys (json would hide the CLI's): argv as is, the result as a repr.
 WRAPPER = """
-import sys, json
-sys.argv = ["corert"] + json.loads(sys.argv[1])
+import sys
+sys.argv = ["corert"] + sys.argv[1:]
 from corert.cli import main
 code = main()
-sys.stdout.write("\\n@@" + json.dumps([code, sorted(sys.modules)]) + "\\n")
+sys.stdout.write("\\n@@" + repr([code, sorted(sys.modules)]) + "\\n")
 """
 
 
-def _env() -> dict:
+def _corert_parent() -> str:
     spec = find_spec("corert")
     assert spec is not None and spec.submodule_search_locations
-    src = str(Path(list(spec.submodule_search_locations)[0]).parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
+    return str(Path(list(spec.submodule_search_locations)[0]).parent)
 
 
 def imported_after(argv: list[str]) -> tuple[int, set[str]]:
-    out = subprocess.run([sys.executable, "-c", WRAPPER, json.dumps(argv)], capture_output=True, text=True,
-                         env=_env(), timeout=60)
-    marker = out.stdout.rsplit("@@", 1)
-    assert len(marker) == 2, out.stderr
-    code, modules = json.loads(marker[1])
+    """As the installed launcher runs it (corert/cli/launcher.py): python -I -S, corert's dir on sys.path."""
+    prelude = f"import sys; sys.path.append({_corert_parent()!r})\n"
+    # Files, not pipes: a container left by `create` holds its stdio until it is deleted.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        subprocess.run([sys.executable, "-I", "-S", "-c", prelude + WRAPPER, *argv], stdout=out, stderr=err,
+                       timeout=60)
+        out.seek(0)
+        err.seek(0)
+        marker = out.read().rsplit("@@", 1)
+        assert len(marker) == 2, err.read()
+    code, modules = ast.literal_eval(marker[1].strip())
     return code, {m.split(".")[0] for m in modules}
 
 
@@ -62,6 +72,17 @@ def test_hot_verbs_stay_light(tmp_path: Path, argv: list[str]) -> None:
                                     "--log-format", "json", *argv])
     assert code in (0, 1) or argv[:2] == ["delete", "--force"]
     assert not (modules & HEAVY), f"corert {' '.join(argv)} imported {sorted(modules & HEAVY)}"
+    assert not (modules & COLD), f"corert {' '.join(argv)} imported {sorted(modules & COLD)}"
+
+
+def test_run_and_create_of_a_real_bundle_stay_light(tmp_path: Path, bundle: Path) -> None:
+    """The whole lifecycle of a container, each verb a fresh interpreter as engines call it."""
+    root = str(tmp_path / "state")
+    for argv in (["run", "--bundle", str(bundle), "c1"], ["create", "--bundle", str(bundle), "c2"],
+                 ["start", "c2"], ["state", "c2"], ["delete", "--force", "c2"]):
+        code, modules = imported_after(["--root", root, *argv])
+        assert code == 0, argv
+        assert not (modules & (HEAVY | COLD)), f"corert {argv[0]} imported {sorted(modules & (HEAVY | COLD))}"
 
 
 def test_the_probe_sees_lazy_imports(tmp_path: Path) -> None:

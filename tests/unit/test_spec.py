@@ -111,7 +111,7 @@ def test_default_spec_args_and_independent_copies():
 def test_write_spec_file_text_matches_runc(tmp_path, rootless):
     (tmp_path / "ours").mkdir()
     (tmp_path / "runc").mkdir()
-    path = write_spec(tmp_path / "ours", rootless)
+    path = Path(write_spec(tmp_path / "ours", rootless))
     assert path == tmp_path / "ours" / "config.json"
     run_runc_spec(tmp_path / "runc", *(["--rootless"] if rootless else []))
     ours = path.read_text().splitlines()
@@ -568,11 +568,11 @@ def test_validate_is_fast(bundle):
 def test_load_imports_are_light():
     code = ("import sys; import corert.spec.load, corert.spec.defaults; "
             "print(' '.join(m for m in ('trio','pyroute2','pyfuse3','pyseccomp','subprocess','logging','sqlite3',"
-            "'tarfile','typing','pathlib') if m in sys.modules))")
+            "'tarfile','typing','pathlib','json','re','enum') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
-    # defaults imports pathlib (write_spec takes a Path); load must not pull anything heavier.
-    assert out.stdout.split() == ["pathlib"]
+    # Both are on every create: strings for paths, corert.jsonio for JSON (no pathlib, json or re).
+    assert out.stdout.split() == []
 
 
 # --- capabilities ------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def procs():
 def spawn(procs: list, store: StateStore, cid: str, script: str, *, fifo: bool = True) -> ContainerRecord:
     """A fake container: reserve, make exec.fifo, start `sh -c script` as its init, save it "created"."""
     record = store.reserve(cid)
-    directory = store.container_dir(cid)
+    directory = Path(store.container_dir(cid))
     if fifo:
         os.mkfifo(directory / "exec.fifo", 0o622)
     p = subprocess.Popen(["/bin/sh", "-c", script], start_new_session=True,
@@ -89,12 +89,12 @@ def test_valid_ids(cid: str) -> None:
 def test_invalid_ids(store: StateStore, cid: str) -> None:
     with pytest.raises(CorertError, match="invalid container ID format"):
         store.reserve(cid)
-    assert not store.root.exists() or os.listdir(store.root) == []
+    assert not os.path.exists(store.root) or os.listdir(store.root) == []
 
 
 def test_reserve_save_load(store: StateStore) -> None:
     record = store.reserve("c1")
-    directory = store.container_dir("c1")
+    directory = Path(store.container_dir("c1"))
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(directory / "state.json").st_mode) == 0o600
     assert record.status == "creating" and record.pid == 0
@@ -113,7 +113,7 @@ def test_load_missing_and_corrupt(store: StateStore) -> None:
     with pytest.raises(ContainerNotFound):
         store.load("nosuch")
     store.reserve("c1")
-    (store.container_dir("c1") / "state.json").write_text("{not json")
+    (Path(store.container_dir("c1")) / "state.json").write_text("{not json")
     with pytest.raises(CorertError, match="unreadable state") as info:
         store.load("c1")
     assert not isinstance(info.value, ContainerNotFound)
@@ -121,17 +121,17 @@ def test_load_missing_and_corrupt(store: StateStore) -> None:
 
 def test_save_is_atomic(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
     record = store.reserve("c1")
-    path = store.container_dir("c1") / "state.json"
+    path = Path(store.container_dir("c1")) / "state.json"
     inode = os.stat(path).st_ino
     with open(path) as old:  # a reader holding the old file sees complete old content
         record.pid = 7
         store.save(record)
         assert json.load(old)["pid"] == 0
     assert os.stat(path).st_ino != inode  # replaced by rename, not rewritten in place
-    # A failure mid-save (fsync here) keeps the previous state and leaves no temp file behind.
-    def broken_fsync(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-    monkeypatch.setattr(os, "fsync", broken_fsync)
+    # A failure mid-save (the write here: ENOSPC) keeps the previous state and leaves no temp file behind.
+    def broken_write(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "write", broken_write)
     record.pid = 99
     with pytest.raises(OSError):
         store.save(record)
@@ -144,10 +144,10 @@ def test_list_skips_broken(store: StateStore) -> None:
     assert store.list() == []  # the root does not even exist yet
     for cid in ("b", "a", "c"):
         store.reserve(cid)
-    (store.container_dir("c") / "state.json").write_text("garbage")
-    os.mkdir(store.root / "half-made")               # no state.json (crash between mkdir and save)
-    (store.root / "stray-file").write_text("x")
-    os.mkdir(store.root / "bad name")
+    (Path(store.container_dir("c")) / "state.json").write_text("garbage")
+    os.mkdir(Path(store.root) / "half-made")               # no state.json (crash between mkdir and save)
+    (Path(store.root) / "stray-file").write_text("x")
+    os.mkdir(Path(store.root) / "bad name")
     assert [r.id for r in store.list()] == ["a", "b"]
 
 
@@ -155,7 +155,7 @@ def test_remove(store: StateStore) -> None:
     store.reserve("c1")
     os.mkfifo(store.exec_fifo_path("c1"))
     store.remove("c1")
-    assert not store.container_dir("c1").exists()
+    assert not os.path.exists(store.container_dir("c1"))
     store.remove("c1")  # idempotent
     with pytest.raises(ContainerNotFound):
         store.load("c1")
@@ -206,7 +206,7 @@ def test_default_root_for_root_and_private_tmp_fallback(tmp_path: Path) -> None:
     from corert.engine.state import default_root
 
     if os.geteuid() == 0 and "XDG_RUNTIME_DIR" not in os.environ:
-        assert default_root() == Path("/run/corert")
+        assert default_root() == "/run/corert"
     if os.geteuid() != 0:
         pytest.skip("needs root to act as another uid")
     uid = 54321
@@ -303,7 +303,7 @@ def test_start_releases_the_init_and_runs_poststart(store: StateStore, procs: li
     record.hooks = {"poststart": [{"path": str(hook)}]}
     store.save(record)
     control.start(store, "c1")
-    assert not store.exec_fifo_path("c1").exists()
+    assert not os.path.exists(store.exec_fifo_path("c1"))
     assert store.load("c1").status == "running"
     assert query.state(store, "c1")["status"] == "running"
     # the init went on to exec its process
@@ -340,7 +340,7 @@ def test_kill_uses_the_recorded_init_only(store: StateStore, procs: list) -> Non
     record = spawn(procs, store, "c1", "exec sleep 60", fifo=False)
     # pid reuse: a record whose start time does not match must not signal the process that has the pid
     impostor = ContainerRecord.from_dict({**record.to_dict(), "id": "c2", "pid_start": record.pid_start + 5})
-    os.mkdir(store.root / "c2")
+    os.mkdir(Path(store.root) / "c2")
     store.save(impostor)
     with pytest.raises(InvalidState, match="container not running"):
         control.kill(store, "c2", signal.SIGKILL)

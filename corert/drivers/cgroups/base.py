@@ -22,6 +22,11 @@ class CgroupHandle(Protocol):
         """v2: a new O_PATH|O_DIRECTORY fd for clone3 CLONE_INTO_CGROUP (caller closes it); v1/none: -1."""
         ...
 
+    def self_attach_fds(self) -> list[int]:
+        """v1: new fds of the `tasks` files the child writes "0" to right after clone (caller closes
+        them); []: nothing to do there. A handle offering neither this nor into_cgroup_fd() gets attach()."""
+        ...
+
     def update(self, resources: dict) -> None:
         """Apply OCI linux.resources to the live cgroup (runc update)."""
         ...

@@ -34,6 +34,9 @@ class NoneHandle:
     def into_cgroup_fd(self) -> int:
         return -1
 
+    def self_attach_fds(self) -> list[int]:
+        return []
+
     def update(self, resources: dict) -> None:
         _refuse(resources, self.note)
 

@@ -76,6 +76,11 @@ class V1Driver:
                         _init_cpuset(d)
                 dirs[h.key] = target
                 names[h.key] = os.path.basename(h.mountpoint.rstrip("/")) or h.key
+            from .psi import UNIFIED_KEY, make_unified
+            unified = make_unified(container_id, cgroups_path)   # hybrid host: per-container PSI (psi.py)
+            if unified is not None:
+                dirs[UNIFIED_KEY], names[UNIFIED_KEY] = unified[0], UNIFIED_KEY
+                created.extend(unified[1])
             handle = V1Handle(dirs, names)
             handle.apply(resources, update=False)
             return handle
@@ -144,7 +149,39 @@ class V1Handle:
                 raise
 
     def into_cgroup_fd(self) -> int:
-        return -1
+        """The hybrid host's cgroup2 dir (kept for per-container PSI, see psi.py), joined by clone3."""
+        from .psi import UNIFIED_KEY
+
+        unified = self.dirs.get(UNIFIED_KEY)
+        if unified is None:
+            return -1
+        try:
+            return os.open(unified, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise ResourceError(f"cgroup: cannot open {unified}: {e.strerror}") from None
+
+    def self_attach_fds(self) -> list[int]:
+        """`tasks` of every v1 dir, opened here for the new child to write "0" to (the fast path's
+        cgroup step): a thread moving itself needs no global lock, a pid written by the parent does
+        (and waits for an RCU grace period, ~10 ms). Named hierarchies we cannot write are skipped."""
+        from .psi import UNIFIED_KEY
+
+        fds: list[int] = []
+        try:
+            for key, d in self.dirs.items():
+                if key == UNIFIED_KEY:
+                    continue   # cgroup2 has no `tasks`: joined through into_cgroup_fd()
+                try:
+                    fds.append(os.open(os.path.join(d, "tasks"), os.O_WRONLY | os.O_CLOEXEC))
+                except OSError as e:
+                    if key.startswith("name="):
+                        continue
+                    raise ResourceError(f"cgroup: cannot open {d}/tasks: {e.strerror}") from None
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
 
     def update(self, resources: dict) -> None:
         self.apply(resources, update=True)
@@ -208,10 +245,24 @@ class V1Handle:
         return u.read_kv(os.path.join(d, "memory.oom_control")).get("oom_kill", 0) > 0
 
     def container_mounts(self) -> list[tuple[str, str]]:
-        return [(d, self.mounts.get(key, key)) for key, d in self.dirs.items()]
+        from .psi import UNIFIED_KEY
+
+        # The hybrid host's cgroup2 dir only serves the host's view of the container's PSI; runc shows a
+        # container no cgroup2 mount on such a host, and neither does corert.
+        return [(d, self.mounts.get(key, key)) for key, d in self.dirs.items() if key != UNIFIED_KEY]
 
     def destroy(self) -> None:
-        if not any(os.path.isdir(d) for d in self.dirs.values()):
+        # The usual case (the init has exited, no child cgroups) is one rmdir per hierarchy; the kernel
+        # refuses a busy one (EBUSY), and only then are processes killed and the tree walked.
+        busy = False
+        for d in self.dirs.values():
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                busy = True
+        if not busy:
             return
         u.kill_until_empty(self)
         for d in self.dirs.values():

@@ -157,6 +157,9 @@ class V2Handle:
     def attach(self, pid: int) -> None:
         u.write(self._f("cgroup.procs"), str(pid), f"cgroup attach of pid {pid}")
 
+    def self_attach_fds(self) -> list[int]:
+        return []   # clone3 places the child (into_cgroup_fd)
+
     def into_cgroup_fd(self) -> int:
         try:
             return os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

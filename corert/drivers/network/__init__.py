@@ -118,8 +118,9 @@ def get_driver(net: str):
     """The driver object for a --net value (imports its module on first use)."""
     kind, arg = driver_name(net)
     target = _DRIVERS.get(kind)
-    if target is None:
-        raise UsageError(f"unknown network {net!r}: use none, host, bridge, slirp, pasta or container:NAME")
+    if target is None:   # a user-defined network (`corert network create`), looked up when prepared
+        from corert.drivers.network.networks import user_driver
+        return user_driver(net)
     module, _, cls = target.partition(":")
     driver_cls = getattr(importlib.import_module(module), cls)
     return driver_cls(arg) if kind == "container" else driver_cls()

@@ -24,32 +24,38 @@ def network_root() -> Path:
     return Path(os.environ.get("CORERT_NETWORK_ROOT") or "/run/corert-net")
 
 
-class LeaseBook:
-    def __init__(self, root: Path | str, bridge: str) -> None:
+class JsonBook:
+    """A JSON file read and written only under an flock on a lock file beside it (atomic replace)."""
+
+    defaults: dict = {}
+
+    def __init__(self, root: Path | str, name: str) -> None:
         self.root = Path(root)
-        self.path = self.root / f"{bridge}.json"
-        self.lock_path = self.root / f"{bridge}.lock"
+        self.path = self.root / f"{name}.json"
+        self.lock_path = self.root / f"{name}.lock"
 
     @contextmanager
     def locked(self) -> Iterator[dict]:
-        """Hold the lock, yield the book (a dict: subnet, leases{ip: lease}, ...), write it back on success."""
+        """Hold the lock, yield the book as a dict, write it back on success."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            data = self._read()
+            data = self.read()
             yield data
             self._write(data)
         finally:
             os.close(fd)     # closing drops the flock
 
-    def _read(self) -> dict:
+    def read(self) -> dict:
+        """The book as last written (whole: writes are atomic renames), without the lock."""
         try:
             with open(self.path) as f:
                 data = json.load(f)
         except FileNotFoundError:
             data = {}
-        data.setdefault("leases", {})
+        for key, value in self.defaults.items():
+            data.setdefault(key, type(value)())
         return data
 
     def _write(self, data: dict) -> None:
@@ -57,6 +63,20 @@ class LeaseBook:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1)
         os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        """Delete the book (its lock file too: only when no other process can be waiting on it)."""
+        self.path.unlink(missing_ok=True)
+        self.lock_path.unlink(missing_ok=True)
+
+
+class LeaseBook(JsonBook):
+    """One bridge's book: subnet, net (its BridgeNet), leases{ip: lease}."""
+
+    defaults = {"leases": {}}
+
+    def __init__(self, root: Path | str, bridge: str) -> None:
+        super().__init__(root, bridge)
 
 
 def owner_stamp() -> list[int]:
@@ -87,4 +107,5 @@ def allocate(data: dict, hosts: Iterator[str], reserved: set[str]) -> str:
         if ip not in taken:
             return ip
     from corert.errors import ResourceError
-    raise ResourceError("the bridge subnet has no free address left (set CORERT_BRIDGE_SUBNET to a larger one)")
+    subnet = data.get("subnet", "")
+    raise ResourceError(f"the bridge subnet {subnet} has no free address left")

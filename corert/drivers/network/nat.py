@@ -6,7 +6,10 @@ One table, `ip corert`, owned by corert alone, exists while the bridge does:
   postrouting (nat)                   masquerade: outbound from the subnet; 127.0.0.1 sources (published
                                       ports used from localhost, with route_localnet on the bridge); and
                                       hairpin (a container reaching a published port of the bridge)
+  forward (filter, user networks)     isolation: nothing is routed between this bridge and another corert
+                                      bridge; for --internal, nothing between this bridge and anywhere
 Teardown deletes exactly the rules with the container's comment; prune deletes the table.
+The default bridge's table is `ip corert`; each user network has its own, named like its bridge.
 """
 from __future__ import annotations
 
@@ -37,15 +40,32 @@ def _run(args: list[str], script: str | None = None) -> str:
     return proc.stdout
 
 
-def table_exists() -> bool:
-    proc = subprocess.run([_nft_binary(), "list", "table", "ip", TABLE], capture_output=True, text=True)
+def table_exists(table: str = TABLE) -> bool:
+    proc = subprocess.run([_nft_binary(), "list", "table", "ip", table], capture_output=True, text=True)
     return proc.returncode == 0
 
 
-def create_table(bridge: str, subnet: str) -> None:
-    """The chains and the per-bridge masquerade rules, in one atomic transaction."""
+def create_table(bridge: str, subnet: str, *, table: str = TABLE, internal: bool = False,
+                 isolate: bool = False) -> None:
+    """The chains and the per-bridge masquerade rules, in one atomic transaction.
+
+    internal: no masquerade to the outside and no forwarding across the bridge's edge at all;
+    isolate: no forwarding between this bridge and any other corert bridge (docker's network isolation)."""
+    outbound = "" if internal else f'ip saddr {subnet} oifname != "{bridge}" masquerade'
+    forward = ""
+    if internal:
+        forward = f'iifname "{bridge}" oifname != "{bridge}" drop\n    oifname "{bridge}" iifname != "{bridge}" drop'
+    elif isolate:
+        forward = (f'iifname "{bridge}" oifname != "{bridge}" oifname "corert*" drop\n'
+                   f'    oifname "{bridge}" iifname != "{bridge}" iifname "corert*" drop')
+    if forward:
+        forward = f"""
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    {forward}
+  }}"""
     script = f"""
-table ip {TABLE} {{
+table ip {table} {{
   chain publish {{
   }}
   chain prerouting {{
@@ -58,37 +78,37 @@ table ip {TABLE} {{
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
-    ip saddr {subnet} oifname != "{bridge}" masquerade
+    {outbound}
     oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade
     oifname "{bridge}" ct status dnat ip saddr {subnet} masquerade
-  }}
+  }}{forward}
 }}
 """
     _run(["-f", "-"], script)
 
 
-def delete_table() -> None:
-    if table_exists():
-        _run(["delete", "table", "ip", TABLE])
+def delete_table(table: str = TABLE) -> None:
+    if table_exists(table):
+        _run(["delete", "table", "ip", table])
 
 
-def add_ports(container_id: str, ip: str, ports: list) -> None:
+def add_ports(container_id: str, ip: str, ports: list, table: str = TABLE) -> None:
     """One DNAT rule per mapping (a PortMapping), all in one transaction."""
     if not ports:
         return
     lines = []
     for p in ports:
         match = f"ip daddr {p.host_ip} " if p.host_ip else ""
-        lines.append(f'add rule ip {TABLE} publish {match}{p.proto} dport {p.host_port} '
+        lines.append(f'add rule ip {table} publish {match}{p.proto} dport {p.host_port} '
                      f'dnat to {ip}:{p.container_port} comment "{TAG}{container_id}"\n')
     _run(["-f", "-"], "".join(lines))
 
 
-def tagged_rules() -> list[tuple[int, str]]:
+def tagged_rules(table: str = TABLE) -> list[tuple[int, str]]:
     """(handle, container id) of every published-port rule."""
-    if not table_exists():
+    if not table_exists(table):
         return []
-    out = json.loads(_run(["-j", "list", "chain", "ip", TABLE, "publish"]))
+    out = json.loads(_run(["-j", "list", "chain", "ip", table, "publish"]))
     found = []
     for item in out.get("nftables", []):
         rule = item.get("rule")
@@ -97,10 +117,10 @@ def tagged_rules() -> list[tuple[int, str]]:
     return found
 
 
-def delete_rules(keep: set[str] | None = None, only: set[str] | None = None) -> int:
+def delete_rules(keep: set[str] | None = None, only: set[str] | None = None, table: str = TABLE) -> int:
     """Delete the rules of the containers in `only`, or of every container not in `keep`."""
-    doomed = [h for h, cid in tagged_rules()
+    doomed = [h for h, cid in tagged_rules(table)
               if (only is not None and cid in only) or (keep is not None and cid not in keep)]
     if doomed:
-        _run(["-f", "-"], "".join(f"delete rule ip {TABLE} publish handle {h}\n" for h in doomed))
+        _run(["-f", "-"], "".join(f"delete rule ip {table} publish handle {h}\n" for h in doomed))
     return len(doomed)

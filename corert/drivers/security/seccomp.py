@@ -7,12 +7,11 @@ imports pyseccomp (hot path: stdlib only at top level).
 """
 from __future__ import annotations
 
-import json
 import os
 import struct
-from dataclasses import dataclass
-from pathlib import Path
 
+from corert import jsonio
+from corert._record import Record, Required
 from corert.errors import ConfigError, HostUnsupported
 
 # Action values are the kernel's SECCOMP_RET_* (libseccomp uses them as is), kept here so validation
@@ -101,17 +100,14 @@ _FORMAT_VERSION = "corert-seccomp-2"
 _NON_FILTER_KEYS = ("listenerPath", "listenerMetadata")
 
 
-@dataclass(frozen=True)
-class CompiledSeccomp:
+class CompiledSeccomp(Record):
     """A loadable filter: `bpf` is struct sock_filter[] (8 bytes each); `flags` is what to pass to
     seccomp(SECCOMP_SET_MODE_FILTER, flags, ...) and already includes SECCOMP_FILTER_FLAG_NEW_LISTENER
     when `needs_listener` (a rule uses SCMP_ACT_NOTIFY: the caller must hand the listener fd to
     listenerPath). `skipped` names syscalls libseccomp does not know here (ignored, as runc does)."""
 
-    bpf: bytes
-    needs_listener: bool
-    flags: int
-    skipped: tuple[str, ...] = ()
+    FIELDS = {"bpf": Required, "needs_listener": Required, "flags": Required, "skipped": ()}
+    __slots__ = tuple(FIELDS)
 
     @property
     def instructions(self) -> int:
@@ -142,18 +138,18 @@ class _Profile:
         self.rules = rules
 
 
-def compile_seccomp(profile: dict, cache_dir: Path | None, *, json_path: str = "linux.seccomp") -> CompiledSeccomp:
+def compile_seccomp(profile: dict, cache_dir: str | os.PathLike[str] | None, *, json_path: str = "linux.seccomp") -> CompiledSeccomp:
     """Compile an OCI seccomp object to BPF; reuse cache_dir/<key>.bpf when present (no pyseccomp import)."""
     key = None
     if cache_dir is not None:
         key = _cache_key(profile, json_path)
-        hit = _cache_read(Path(cache_dir), key)
+        hit = _cache_read(os.fspath(cache_dir), key)
         if hit is not None:
             return hit
     parsed = _parse(profile, json_path)
     compiled = _compile(parsed, json_path)
     if cache_dir is not None and key is not None:
-        _cache_write(Path(cache_dir), key, compiled)
+        _cache_write(os.fspath(cache_dir), key, compiled)
     return compiled
 
 
@@ -458,7 +454,7 @@ def _cache_key(profile: object, path: str) -> str:
         raise ConfigError(path, "must be an object")
     relevant = {k: v for k, v in profile.items() if k not in _NON_FILTER_KEYS}
     try:
-        canonical = json.dumps(relevant, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        canonical = jsonio.dumps(relevant, sort_keys=True, ensure_ascii=False)
     except (TypeError, ValueError) as e:
         raise ConfigError(path, f"is not plain JSON data: {e}") from None
     h = _sha256()
@@ -468,7 +464,7 @@ def _cache_key(profile: object, path: str) -> str:
     return h.hexdigest()
 
 
-def _read_private(path: Path) -> bytes | None:
+def _read_private(path: str) -> bytes | None:
     """The file's bytes if it is a regular file we own that nobody else can write (no cache poisoning)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -483,13 +479,13 @@ def _read_private(path: Path) -> bytes | None:
         os.close(fd)
 
 
-def _cache_read(cache_dir: Path, key: str) -> CompiledSeccomp | None:
-    bpf = _read_private(cache_dir / f"{key}.bpf")
-    raw_meta = _read_private(cache_dir / f"{key}.json")
+def _cache_read(cache_dir: str, key: str) -> CompiledSeccomp | None:
+    bpf = _read_private(os.path.join(cache_dir, f"{key}.bpf"))
+    raw_meta = _read_private(os.path.join(cache_dir, f"{key}.json"))
     if not bpf or raw_meta is None or len(bpf) % _SOCK_FILTER.size:
         return None
     try:
-        meta = json.loads(raw_meta)
+        meta = jsonio.loads(raw_meta)
         flags, listener, skipped, digest = meta["flags"], meta["needs_listener"], meta["skipped"], meta["sha256"]
     except (ValueError, KeyError, TypeError):
         return None
@@ -498,8 +494,9 @@ def _cache_read(cache_dir: Path, key: str) -> CompiledSeccomp | None:
     return CompiledSeccomp(bpf, listener, flags, tuple(skipped))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write_atomic(path: str, data: bytes) -> None:
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         try:
@@ -517,7 +514,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _cache_write(cache_dir: Path, key: str, compiled: CompiledSeccomp) -> None:
+def _cache_write(cache_dir: str, key: str, compiled: CompiledSeccomp) -> None:
     """Best effort: a cache that cannot be written (read-only, full) only costs the next start a compile."""
     meta = {
         "flags": compiled.flags,
@@ -526,9 +523,9 @@ def _cache_write(cache_dir: Path, key: str, compiled: CompiledSeccomp) -> None:
         "sha256": _sha256(compiled.bpf).hexdigest(),
     }
     try:
-        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write_atomic(cache_dir / f"{key}.json", json.dumps(meta).encode())
-        _write_atomic(cache_dir / f"{key}.bpf", compiled.bpf)
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        _write_atomic(os.path.join(cache_dir, f"{key}.json"), jsonio.dumps(meta).encode())
+        _write_atomic(os.path.join(cache_dir, f"{key}.bpf"), compiled.bpf)
     except OSError:
         pass
 
@@ -536,14 +533,14 @@ def _cache_write(cache_dir: Path, key: str, compiled: CompiledSeccomp) -> None:
 # ---------------------------------------------------------------------------------------------------
 # corert's default profile.
 
-_DEFAULT_PROFILE = Path(__file__).with_name("default_seccomp.json")
+_DEFAULT_PROFILE = os.path.join(os.path.dirname(__file__), "default_seccomp.json")
 
 
 def load_default_profile(machine: str | None = None) -> dict:
     """corert's default `linux.seccomp` object for this host (or for `machine`, an os.uname().machine value):
     the allow-list from default_seccomp.json with the architectures a process on that machine can use."""
     with open(_DEFAULT_PROFILE, "rb") as f:
-        data = json.load(f)
+        data = jsonio.loads(f.read())
     machine = machine or os.uname().machine
     profile = data["profile"]
     arch_map = data["archMap"]

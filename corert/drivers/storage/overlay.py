@@ -300,14 +300,24 @@ class OverlayRootfs(LayerRootfs):
         return {**super().state(), "rootless": self.rootless}
 
     def usage(self) -> int:
+        if self.rootless and os.geteuid() != 0:
+            from corert.rootless import as_userns_root   # copy-ups of subordinate ids may be unreadable to us
+            return as_userns_root(tree_usage, self.upper)
         return tree_usage(self.upper)
 
     def changes(self) -> list[tuple[str, str]]:
+        if self.rootless and os.geteuid() != 0:
+            from corert.rootless import as_userns_root
+            return as_userns_root(upper_changes, self.upper, self.layers)
         return upper_changes(self.upper, self.layers)
 
     def teardown(self) -> None:
         unmount(self.rootfs)
+        remove = remove_tree
+        if self.rootless and os.geteuid() != 0:
+            # copy-ups keep owners: the upper dir may hold files of subordinate ids the user cannot remove
+            from corert.rootless import remove_tree as remove
         for d in (self.rootfs, self.work, self.upper, self.container_dir / "l"):
-            remove_tree(d)
+            remove(d)
         if self.created_container_dir:
             rmdir_if_empty(self.container_dir)

@@ -57,11 +57,16 @@ class VfsDriver(StorageDriver):
                     f"storage: {rootfs} already exists (container {container_id!r} prepared twice?)") from None
             made_rootfs = True
             copier = LayerCopier(self.rootless)
-            for layer in layers:
-                copier.apply(layer, rootfs)
+            if _userns(self.rootless):
+                # layers of a user with subordinate ids hold files of the image's owners (mapped ids): only
+                # root of the user namespace may read all of them and give the copies the same owners
+                from corert.rootless import as_userns_root
+                copier.owners_preserved = as_userns_root(_apply_all, copier, layers, rootfs)
+            else:
+                _apply_all(copier, layers, rootfs)
         except BaseException as e:
             if made_rootfs:
-                remove_tree(rootfs)
+                _remove(rootfs, self.rootless)
             if created_container_dir:
                 rmdir_if_empty(container_dir)
             if isinstance(e, OSError):
@@ -75,6 +80,24 @@ class VfsDriver(StorageDriver):
         return VfsRootfs(state["container_id"], Path(state["container_dir"]), [Path(p) for p in state["layers"]],
                          bool(state.get("rootless")), bool(state.get("created_container_dir")),
                          bool(state.get("owners_preserved", True)))
+
+
+def _userns(rootless: bool) -> bool:
+    return rootless and os.geteuid() != 0
+
+
+def _apply_all(copier: LayerCopier, layers: list[Path], rootfs: Path) -> bool:
+    for layer in layers:
+        copier.apply(layer, rootfs)
+    return copier.owners_preserved
+
+
+def _remove(path: Path, rootless: bool) -> None:
+    if _userns(rootless):
+        from corert.rootless import remove_tree as rootless_remove_tree
+        rootless_remove_tree(path)
+    else:
+        remove_tree(path)
 
 
 class LayerCopier:
@@ -206,9 +229,18 @@ class VfsRootfs(LayerRootfs):
         return {**super().state(), "rootless": self.rootless, "owners_preserved": self.owners_preserved}
 
     def usage(self) -> int:
+        if _userns(self.rootless):
+            from corert.rootless import as_userns_root
+            return as_userns_root(tree_usage, self.rootfs)
         return tree_usage(self.rootfs)
 
     def changes(self) -> list[tuple[str, str]]:
+        if _userns(self.rootless):
+            from corert.rootless import as_userns_root
+            return as_userns_root(self._changes)
+        return self._changes()
+
+    def _changes(self) -> list[tuple[str, str]]:
         # The full copy against the image: compare every entry, and list what the copy no longer has.
         view = LayerView(self.layers)
         out: dict[str, str] = {}
@@ -239,6 +271,6 @@ class VfsRootfs(LayerRootfs):
         return st.st_size != lst.st_size or st.st_mtime_ns != lst.st_mtime_ns
 
     def teardown(self) -> None:
-        remove_tree(self.rootfs)
+        _remove(self.rootfs, self.rootless)
         if self.created_container_dir:
             rmdir_if_empty(self.container_dir)

@@ -279,3 +279,34 @@ def test_corert_control_verbs(corert, bundle) -> None:
     assert wait_until(lambda: json.loads(corert("state", "vmctl").stdout)["status"] == "stopped")
     corert("delete", "vmctl", check=True)
     assert not d.exists()
+
+
+def test_stats_pressure_comes_from_the_container_cgroup(corert, bundle) -> None:
+    """corert stats (corert.engine.stats) on pure v2: the PSI is the container cgroup's own *.pressure."""
+    from corert.drivers.cgroups import psi
+    from corert.engine.state import StateStore
+    from corert.engine.stats import read_stats
+
+    loops = (os.cpu_count() or 1) + 1   # more busy loops than CPUs: one always waits -> cpu "some" > 0
+    config = read_config(bundle)
+    config["process"]["args"] = ["sh", "-c", f"for i in $(seq {loops}); do (while :; do :; done) & done; wait"]
+    config["linux"]["resources"] = {"memory": {"limit": 64 * MiB}}
+    write_config(bundle, config)
+    corert("run", "-d", "--bundle", str(bundle), "vmpsi", check=True, timeout=120)
+    store = StateStore(corert.root)
+    record = store.load("vmpsi")
+    d = Path(record.cgroup["path"])
+    try:
+        assert d.name == "corert-vmpsi" and psi.cgroup_dir(record.cgroup) == str(d)
+        assert wait_until(lambda: read(d / "pids.current") == str(loops + 1))
+        assert wait_until(lambda: psi.read(str(d))["cpu"]["some"]["total"] > 0)
+        stats, _ = read_stats(store, record)
+        assert set(stats["pressure"]) == {"cpu", "memory", "io"}
+        assert stats["pressure"]["cpu"]["some"]["total"] > 0
+        assert stats["pressure"]["cpu"]["some"]["total"] <= psi.read(str(d))["cpu"]["some"]["total"]
+        assert (stats["mem_limit"], stats["pids_current"]) == (64 * MiB, loops + 1)
+        assert stats["cpu_percent"] > 0
+    finally:
+        r = corert("delete", "--force", "vmpsi")
+    assert r.returncode == 0, r.stderr
+    assert not d.exists()

@@ -7,6 +7,10 @@
 into a new session and its parent exits at once, so the daemon outlives whoever started it. Readiness is
 reported as lines on ``--ready-fd``: ``pid N`` (daemon pid, from the parent), then ``ok N`` once the mount
 exists or ``error MESSAGE``; the fd is closed afterwards, so a reader can simply read to EOF.
+
+With ``--handoff SOCKET`` (rootless, see driver.py) the daemon mounts nothing: ``ok N`` means it listens on
+SOCKET, where the container's init, having mounted /dev/fuse inside its user namespace, sends the fd. The
+daemon answers one byte ('o' serving, 'e' failed) and serves that fd until the mount goes away.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--daemonize", action="store_true", help="fork into a new session, parent exits")
     p.add_argument("--ready-fd", type=int, default=-1, help="fd for pid/ok/error lines")
     p.add_argument("--log", help="redirect stdout/stderr to this file (append)")
+    p.add_argument("--handoff", metavar="SOCKET", help="serve the /dev/fuse fd a container sends on SOCKET "
+                   "instead of mounting (MOUNTPOINT is informational)")
     p.add_argument("mountpoint")
     return p.parse_args(argv)
 
@@ -75,11 +81,77 @@ def main(argv: list[str] | None = None) -> int:
             os.close(ready_fd)
             ready_fd = -1
 
+    if args.handoff:
+        return _serve_handoff(args, serve, ready)
     try:
         return serve(args.upper, args.work, args.lower, args.mountpoint, ready)
     except Exception as e:
         ready(f"error {e}")
         raise
+
+
+def _listen(path: str):
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    directory, name = os.path.split(path)
+    cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir(directory)   # bind relative to the dir: sun_path is too short for a path under $HOME
+        sock.bind(name)
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
+    os.chmod(path, 0o600)
+    sock.listen(1)
+    return sock
+
+
+def _receive_fuse_fd(listener):
+    """(connection, fd): the first /dev/fuse fd sent by a process of our own uid (the container's init)."""
+    import socket
+    import struct
+
+    while True:
+        conn, _ = listener.accept()
+        _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                              struct.calcsize("3i")))
+        try:
+            _msg, fds, _flags, _addr = socket.recv_fds(conn, 1, 1)
+        except OSError:
+            fds = []
+        if uid == os.geteuid() and len(fds) == 1:
+            return conn, fds[0]
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+
+
+def _serve_handoff(args: argparse.Namespace, serve, ready) -> int:
+    try:
+        listener = _listen(args.handoff)
+    except OSError as e:
+        ready(f"error cannot listen on {args.handoff}: {e.strerror or e}")
+        return 1
+    ready(f"ok {os.getpid()}")
+    conn, fd = _receive_fuse_fd(listener)
+    listener.close()
+    try:
+        os.unlink(args.handoff)
+    except OSError:
+        pass
+
+    def answer(line: str) -> None:
+        # the container's init waits for this byte before it touches the mount
+        try:
+            conn.sendall(b"o" if line.startswith("ok") else b"e")
+        except OSError:
+            pass
+        conn.close()
+        if not line.startswith("ok"):
+            print(line, file=sys.stderr)
+
+    return serve(args.upper, args.work, args.lower, f"/dev/fd/{fd}", answer)
 
 
 if __name__ == "__main__":

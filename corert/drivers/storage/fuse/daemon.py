@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import gc
 import logging
 import os
 import signal
@@ -25,11 +26,17 @@ import stat
 import sys
 from typing import Callable, Optional
 
-import pyfuse3
-import trio
-from pyfuse3 import FUSEError
+from corert.drivers.storage.fuse import lean
 
-from corert.drivers.storage.base import (
+lean.defer()  # before trio: what it imports but we never use stays unloaded
+
+import pyfuse3  # noqa: E402
+import trio  # noqa: E402
+from pyfuse3 import FUSEError  # noqa: E402
+
+from corert.drivers.storage.fuse import session  # noqa: E402
+
+from corert.drivers.storage.base import (  # noqa: E402
     OPAQUE_XATTRS,
     OVERLAY_XATTR_PREFIXES,
     copy_file_data,
@@ -48,23 +55,68 @@ _OPEN_PASS_FLAGS = os.O_SYNC | os.O_DSYNC  # open flags forwarded to the backing
 
 
 class Node:
-    """One FUSE inode. Kept small on purpose: a daemon may hold hundreds of thousands of them."""
+    """One FUSE inode that is not a directory. Kept small on purpose: a daemon may hold hundreds of
+    thousands of them. The directory-only fields are class-level defaults here, slots in DirNode."""
 
-    __slots__ = ("ino", "parent", "name", "layer", "depth", "gen", "nlookup", "refs", "nopen", "alt", "ident")
+    __slots__ = ("ino", "parent", "name", "layer", "gen", "nlookup", "nopen", "alt", "ident")
+    mask = 0                                        # see DirNode
+    refs = 0
+    kids: Optional[dict[bytes, "Node"]] = None
 
-    def __init__(self, ino: int, parent: Optional["Node"], name: Optional[bytes], layer: int, depth: int,
-                 gen: int) -> None:
+    def __init__(self, ino: int, parent: Optional["Node"], name: Optional[bytes], layer: int, gen: int) -> None:
         self.ino = ino
         self.parent = parent        # None for the root and for unlinked-but-referenced nodes
         self.name = name
         self.layer = layer          # 0 = upper, 1.. = lower layers, top-down
-        self.depth = depth          # dirs: layers[0:depth] may contribute; 0 for non-dirs
-        self.gen = gen              # layer/depth are valid while gen == Overlay.gen
+        self.gen = gen              # layer/mask are valid while gen == Overlay.gen
         self.nlookup = 0
-        self.refs = 0               # names of other nodes that use this node as their parent
         self.nopen = 0              # open file handles
         self.alt: Optional[list[tuple["Node", bytes]]] = None  # further hard-link names we know
         self.ident: Optional[tuple[int, int]] = None           # (st_dev, st_ino) while nlink > 1
+
+
+class DirNode(Node):
+    """A directory inode: also which layers make it up and the names we know inside it."""
+
+    __slots__ = ("mask", "refs", "kids")
+
+    def __init__(self, ino: int, parent: Optional[Node], name: Optional[bytes], layer: int, mask: int,
+                 gen: int) -> None:
+        super().__init__(ino, parent, name, layer, gen)
+        # bit i set = layer i holds this dir and contributes to its listing, so a name inside is only
+        # looked for in those layers (one lstat for a dir that lives in one layer)
+        self.mask = mask
+        self.refs = 0               # names of other nodes that use this node as their parent
+        self.kids: Optional[dict[bytes, Node]] = None  # known names inside -> their nodes
+
+
+class NodeTable:
+    """Inode number -> Node as a list indexed by the number: 8 bytes a node instead of a dict entry and
+    its key. Numbers of dropped nodes are reused, as a disk filesystem reuses inode numbers; a node is
+    only dropped after the kernel's FORGET, so the kernel never asks for the old one again."""
+
+    __slots__ = ("slots", "free")
+
+    def __init__(self) -> None:
+        self.slots: list[Optional[Node]] = [None] * (pyfuse3.ROOT_INODE + 1)
+        self.free: list[int] = []
+
+    def get(self, ino: int) -> Optional[Node]:
+        return self.slots[ino] if 0 <= ino < len(self.slots) else None
+
+    def new_ino(self) -> int:
+        if self.free:
+            return self.free.pop()
+        self.slots.append(None)
+        return len(self.slots) - 1
+
+    def put(self, node: Node) -> None:
+        self.slots[node.ino] = node
+
+    def drop(self, node: Node) -> None:
+        if self.get(node.ino) is node:
+            self.slots[node.ino] = None
+            self.free.append(node.ino)
 
 
 def _hidden_xattr(name: bytes) -> bool:
@@ -104,6 +156,14 @@ def _rename_whiteout(src: bytes, dst: bytes) -> None:
         os.mknod(src, stat.S_IFCHR, os.makedev(0, 0))
 
 
+def _initial_user_namespace() -> bool:
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return True
+
+
 class Overlay(pyfuse3.Operations):
     """pyfuse3 operations for an overlay of ``lowers`` (top-down) below ``upper``."""
 
@@ -115,30 +175,40 @@ class Overlay(pyfuse3.Operations):
         self.roots = [os.fsencode(os.path.abspath(p)) for p in [upper, *lowers_topdown]]
         self.upper = self.roots[0]
         self.work = os.fsencode(os.path.abspath(work))
-        self.is_root = os.geteuid() == 0
+        # root of the host, not of a user namespace (a rootless daemon runs as root of one: see driver.py)
+        self.is_root = os.geteuid() == 0 and _initial_user_namespace()
         self.opaque_xattr = OPAQUE_XATTRS[0] if self.is_root else OPAQUE_XATTRS[1]
         self.gen = 0
-        self.next_ino = pyfuse3.ROOT_INODE + 1
         self.tmp_seq = 0
-        root = Node(pyfuse3.ROOT_INODE, None, None, 0, self._root_depth(), 0)
+        self.layer_lists: dict[int, tuple[int, ...]] = {}  # mask -> its layer indices, top-down
+        root = DirNode(pyfuse3.ROOT_INODE, None, None, 0, self._root_mask(), 0)
         root.nlookup = 1
         self.root = root
-        self.nodes: dict[int, Node] = {root.ino: root}
-        self.entries: dict[tuple[int, bytes], Node] = {}   # (parent ino, name) -> node
+        self.nodes = NodeTable()
+        self.nodes.put(root)
         self.idents: dict[tuple[int, int], Node] = {}      # hard-linked backing files -> node
         self.files: dict[int, int] = {}                    # open fd (= fh) -> inode
         self.dirs: dict[int, tuple[int, list[bytes]]] = {}  # dir handle -> (inode, names snapshot)
         self.next_dh = 1
         self.link_index: dict[int, dict[tuple[int, int], list[bytes]]] = {}
+        self.read_buf = bytearray(0)
         self._clean_work()
 
     # ----- layer resolution -------------------------------------------------------------------------
 
-    def _root_depth(self) -> int:
+    def _root_mask(self) -> int:
+        mask = 0
         for i, r in enumerate(self.roots):
+            mask |= 1 << i
             if is_opaque(r):
-                return i + 1
-        return len(self.roots)
+                break
+        return mask
+
+    def _layers(self, mask: int) -> tuple[int, ...]:
+        layers = self.layer_lists.get(mask)
+        if layers is None:
+            layers = self.layer_lists[mask] = tuple(i for i in range(len(self.roots)) if mask >> i & 1)
+        return layers
 
     def _real(self, layer: int, rel: bytes) -> bytes:
         return self.roots[layer] + b"/" + rel if rel else self.roots[layer]
@@ -158,13 +228,18 @@ class Overlay(pyfuse3.Operations):
         parts.reverse()
         return b"/".join(parts)  # type: ignore[arg-type]
 
-    def _resolve(self, rel: bytes, depth: int, first: int = 0) -> Optional[tuple[int, int, os.stat_result]]:
-        """The merged entry at ``rel`` among layers[first:depth]: (top layer, dir depth, stat) or None."""
+    def _resolve(self, rel: bytes, mask: int) -> Optional[tuple[int, int, os.stat_result]]:
+        """The merged entry at ``rel`` among the layers in mask (those holding its parent dir):
+        (top layer, dir mask, stat) or None."""
         top = -1
         top_st: Optional[os.stat_result] = None
-        for i in range(first, depth):
+        dmask = 0
+        layers = self._layers(mask)
+        last = layers[-1] if layers else -1
+        for i in layers:
+            path = self.roots[i] + b"/" + rel if rel else self.roots[i]
             try:
-                st = os.lstat(self._real(i, rel))
+                st = os.lstat(path)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             if top < 0:
@@ -173,32 +248,33 @@ class Overlay(pyfuse3.Operations):
                 if not stat.S_ISDIR(st.st_mode):
                     return i, 0, st
                 top, top_st = i, st
-                if is_opaque(self._real(i, rel)):
-                    return i, i + 1, st
             elif not stat.S_ISDIR(st.st_mode):
-                return top, i, top_st  # a whiteout or non-dir below ends the merge
-            elif is_opaque(self._real(i, rel)):
-                return top, i + 1, top_st
+                break  # a whiteout or non-dir below ends the merge
+            dmask |= 1 << i
+            if i != last and is_opaque(path):  # nothing below the last layer to hide
+                break
         if top < 0:
             return None
-        return top, depth, top_st  # type: ignore[return-value]
+        return top, dmask, top_st  # type: ignore[return-value]
 
     def _fresh(self, node: Node) -> None:
         """Recompute a node's cached layer info after a directory rename invalidated it."""
         if node.gen == self.gen:
             return
         if node is self.root:
-            node.depth = self._root_depth()
+            node.mask = self._root_mask()
         elif node.parent is not None:
             self._fresh(node.parent)
-            r = self._resolve(self._path(node), node.parent.depth)
+            r = self._resolve(self._path(node), node.parent.mask)
             if r is not None:
-                node.layer, node.depth = r[0], r[1]
+                node.layer = r[0]
+                if r[1]:  # only dirs have a mask (a node never changes type)
+                    node.mask = r[1]
         node.gen = self.gen
 
     def _lower_has(self, parent: Node, rel: bytes) -> bool:
         """Whether some lower layer would show an entry at rel if upper had none (then a whiteout is due)."""
-        return self._resolve(rel, parent.depth, 1) is not None
+        return self._resolve(rel, parent.mask & ~1) is not None
 
     def _list(self, node: Node) -> list[bytes]:
         """Names in a merged directory: top layer wins, whiteouts hide, opaque dirs end the merge."""
@@ -206,7 +282,7 @@ class Overlay(pyfuse3.Operations):
         rel = self._path(node)
         seen: set[bytes] = set()
         out: list[bytes] = []
-        for i in range(node.layer, node.depth):
+        for i in self._layers(node.mask):
             try:
                 it = os.scandir(self._real(i, rel))
             except (FileNotFoundError, NotADirectoryError):
@@ -226,10 +302,10 @@ class Overlay(pyfuse3.Operations):
     # ----- node table -------------------------------------------------------------------------------
 
     def _node(self, ino: int) -> Node:
-        try:
-            return self.nodes[ino]
-        except KeyError:
-            raise FUSEError(errno.ENOENT) from None
+        node = self.nodes.get(ino)
+        if node is None:
+            raise FUSEError(errno.ENOENT)
+        return node
 
     def _stat(self, node: Node) -> os.stat_result:
         self._fresh(node)
@@ -257,7 +333,7 @@ class Overlay(pyfuse3.Operations):
         a.attr_timeout = CACHE_TIMEOUT
         a.st_mode = st.st_mode
         # Like overlayfs: a dir merged from several layers reports nlink 1 so find(1) does not trust it.
-        a.st_nlink = 1 if stat.S_ISDIR(st.st_mode) and node.depth - node.layer > 1 else st.st_nlink
+        a.st_nlink = 1 if stat.S_ISDIR(st.st_mode) and node.mask & (node.mask - 1) else st.st_nlink
         a.st_uid = st.st_uid
         a.st_gid = st.st_gid
         a.st_rdev = st.st_rdev
@@ -271,7 +347,9 @@ class Overlay(pyfuse3.Operations):
 
     def _link_name(self, node: Node, parent: Node, name: bytes) -> None:
         """Record that (parent, name) refers to node."""
-        self.entries[(parent.ino, name)] = node
+        if parent.kids is None:
+            parent.kids = {}
+        parent.kids[name] = node
         parent.refs += 1
         if node.parent is None and node is not self.root:
             node.parent, node.name = parent, name
@@ -280,9 +358,12 @@ class Overlay(pyfuse3.Operations):
 
     def _unlink_name(self, parent: Node, name: bytes) -> Optional[Node]:
         """Forget that (parent, name) refers to its node; promote another hard-link name if there is one."""
-        node = self.entries.pop((parent.ino, name), None)
+        kids = parent.kids
+        node = kids.pop(name, None) if kids is not None else None
         if node is None:
             return None
+        if not kids:
+            parent.kids = None
         if node.parent is parent and node.name == name:
             if node.alt:
                 node.parent, node.name = node.alt.pop(0)
@@ -304,14 +385,17 @@ class Overlay(pyfuse3.Operations):
         """Free a node nobody references: no kernel lookups, no child names, no open file."""
         if node.nlookup > 0 or node.refs > 0 or node.nopen > 0 or node is self.root:
             return
-        self.nodes.pop(node.ino, None)
+        self.nodes.drop(node)
         if node.ident is not None and self.idents.get(node.ident) is node:
             del self.idents[node.ident]
         names = ([(node.parent, node.name)] if node.parent is not None else []) + (node.alt or [])
         node.parent = node.name = node.alt = None
         for parent, name in names:
-            if self.entries.get((parent.ino, name)) is node:
-                del self.entries[(parent.ino, name)]
+            kids = parent.kids
+            if kids is not None and kids.get(name) is node:
+                del kids[name]
+                if not kids:
+                    parent.kids = None
             self._deref(parent)
 
     def _set_ident(self, node: Node, st: os.stat_result) -> None:
@@ -329,24 +413,26 @@ class Overlay(pyfuse3.Operations):
         if name == b"..":
             up = parent.parent or self.root
             return up, self._stat(up)
-        node = self.entries.get((parent.ino, name))
+        node = parent.kids.get(name) if parent.kids is not None else None
         if node is not None:
             return node, self._stat(node)
         self._fresh(parent)
         prel = self._path(parent)
         rel = prel + b"/" + name if prel else name
-        r = self._resolve(rel, parent.depth)
+        r = self._resolve(rel, parent.mask)
         if r is None:
             return None
-        layer, depth, st = r
+        layer, mask, st = r
         if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
             other = self.idents.get((st.st_dev, st.st_ino))
-            if other is not None and other.ino in self.nodes:
+            if other is not None and self.nodes.get(other.ino) is other:
                 self._link_name(other, parent, name)
                 return other, st
-        node = Node(self.next_ino, None, None, layer, depth, self.gen)
-        self.next_ino += 1
-        self.nodes[node.ino] = node
+        if mask:
+            node: Node = DirNode(self.nodes.new_ino(), None, None, layer, mask, self.gen)
+        else:
+            node = Node(self.nodes.new_ino(), None, None, layer, self.gen)
+        self.nodes.put(node)
         self._link_name(node, parent, name)
         self._set_ident(node, st)
         return node, st
@@ -455,6 +541,7 @@ class Overlay(pyfuse3.Operations):
             self._clone(src, tmp, os.lstat(src))
             os.rename(tmp, self._real(0, rel))
             node.layer = 0
+            node.mask |= 1
         return self._real(0, rel)
 
     def _copy_up(self, node: Node, data: bool = True) -> None:
@@ -511,16 +598,16 @@ class Overlay(pyfuse3.Operations):
     def _resolve_path(self, rel: bytes) -> Optional[tuple[int, os.stat_result]]:
         """(top layer, stat) of a merged-view path walked from the root, or None."""
         self._fresh(self.root)
-        depth, cur = self.root.depth, b""
+        mask, cur = self.root.mask, b""
         r = None
         for part in rel.split(b"/"):
             if r is not None and not stat.S_ISDIR(r[2].st_mode):
                 return None
             cur = cur + b"/" + part if cur else part
-            r = self._resolve(cur, depth)
+            r = self._resolve(cur, mask)
             if r is None:
                 return None
-            depth = r[1]
+            mask = r[1]
         return (r[0], r[2]) if r is not None else None
 
     def _upper_dir_path(self, rel: bytes) -> None:
@@ -549,12 +636,12 @@ class Overlay(pyfuse3.Operations):
         self._copy_up(node)
         return self._real(0, self._path(node))
 
-    def _copy_tree(self, rel: bytes, depth: int, top: int, dst: bytes) -> None:
+    def _copy_tree(self, rel: bytes, mask: int, top: int, dst: bytes) -> None:
         """Materialise the merged tree at rel into dst (a new dir) — used to rename a merged dir."""
         src = self._real(top, rel)
         self._clone(src, dst, os.lstat(src))
         seen: set[bytes] = set()
-        for i in range(top, depth):
+        for i in self._layers(mask):
             try:
                 names = os.listdir(self._real(i, rel))
             except (FileNotFoundError, NotADirectoryError):
@@ -564,12 +651,12 @@ class Overlay(pyfuse3.Operations):
                     continue
                 seen.add(name)
                 crel = rel + b"/" + name if rel else name
-                r = self._resolve(crel, depth)
+                r = self._resolve(crel, mask)
                 if r is None:
                     continue
-                ctop, cdepth, cst = r
+                ctop, cmask, cst = r
                 if stat.S_ISDIR(cst.st_mode):
-                    self._copy_tree(crel, cdepth, ctop, dst + b"/" + name)
+                    self._copy_tree(crel, cmask, ctop, dst + b"/" + name)
                 else:
                     self._clone(self._real(ctop, crel), dst + b"/" + name, cst)
         os.utime(dst, ns=(os.lstat(src).st_atime_ns, os.lstat(src).st_mtime_ns), follow_symlinks=False)
@@ -808,14 +895,14 @@ class Overlay(pyfuse3.Operations):
         if not src_dir:
             self._copy_up(src)  # also copies up the other hard-link names we know
             moved = old_upper
-        elif src.layer == 0 and self._resolve(orel, src.depth, 1) is None:
+        elif src.mask == 1:
             moved = old_upper  # the dir lives only in upper: a plain rename carries it
             if self._lower_has(pnew, nrel):
                 self._set_opaque(moved)
         else:
             # Merged (or lower) dir: materialise the merged tree in the work dir, mark it opaque.
             moved = self._tmp()
-            self._copy_tree(orel, src.depth, src.layer, moved)
+            self._copy_tree(orel, src.mask, src.layer, moved)
             self._set_opaque(moved)
         # Clear what upper holds at the destination (an empty dir's whiteouts, or a whiteout).
         try:
@@ -890,7 +977,13 @@ class Overlay(pyfuse3.Operations):
 
     @_guard
     def read(self, fh, off, size):  # type: ignore[no-untyped-def]
-        return os.pread(fh, size, off)
+        # Into one reused buffer: pyfuse3 copies the reply out before the next request is handled, and a
+        # fresh 128 KiB bytes object per read costs an mmap and its page faults.
+        buf = self.read_buf
+        if len(buf) < size:
+            buf = self.read_buf = bytearray(size)
+        view = memoryview(buf)[:size]
+        return view[:os.preadv(fh, [view], off)]
 
     @_guard
     def write(self, fh, off, buf):  # type: ignore[no-untyped-def]
@@ -898,7 +991,8 @@ class Overlay(pyfuse3.Operations):
 
     @_guard
     def flush(self, fh):  # type: ignore[no-untyped-def]
-        return None
+        # close(2) has nothing to do here; ENOSYS once makes the kernel stop sending FLUSH (fc->no_flush).
+        raise FUSEError(errno.ENOSYS)
 
     @_guard
     def release(self, fh):  # type: ignore[no-untyped-def]
@@ -1027,7 +1121,7 @@ async def _serve(state: dict) -> None:
                     return
 
         await nursery.start(on_signal)
-        await pyfuse3.main()
+        await session.main()
         nursery.cancel_scope.cancel()
 
 
@@ -1049,6 +1143,10 @@ def serve(upper: str, work: str, lowers_bottom_first: list[str], mountpoint: str
         if ready:
             ready(f"error mounting {mountpoint}: {e}")
         return 1
+    session.install_fast_wait()
+    # Everything so far (modules, the root node) lives as long as we do: keep it out of the collector's
+    # full passes, which would otherwise walk it again and again as the node table grows.
+    gc.freeze()
     if ready:
         ready(f"ok {os.getpid()}")
     state = {"signalled": False}

@@ -4,6 +4,14 @@ Only light stdlib at import time (this module sits on the CLI path of ``corert c
 daemon itself (pyfuse3, trio) runs in its own process, ``python -m corert.drivers.storage.fuse``.
 The upper dir it writes is in kernel overlayfs form, so changes()/usage() read it the way the kernel
 overlay driver reads its own.
+
+Root: the daemon mounts on merged/ on the host (libfuse calls mount(2) itself).
+Rootless: nothing from root but an accessible /dev/fuse. The daemon runs inside a user namespace with the
+containers' id map (root there: it may read and chown every file of the image's owners, and the ids it
+reports are the container's), and waits on a unix socket. The container's init opens /dev/fuse inside its
+own user namespace, mounts it on merged/ in its own mount namespace, and hands the fd to the daemon (the
+fast path's "corert_fuse_handoff" rootfs mount). No fusermount3: the host never sees the mount, which goes
+away with the container's mount namespace; the daemon then finds its device closed and exits.
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ from corert.drivers.storage.base import (
 )
 from corert.errors import ResourceError
 
+HANDOFF_SOCKET = "fuse.sock"   # in the storage dir: where the daemon waits for the container's /dev/fuse fd
 MOUNT_TIMEOUT = 20.0   # seconds for the daemon to start and mount (a cold interpreter on a busy host)
 STOP_TIMEOUT = 2.0     # seconds between SIGTERM and SIGKILL, and after SIGKILL
 FSNAME = "corert-fuse"
@@ -100,6 +109,64 @@ def _stop(pid: int, start_time: int) -> None:
         raise ResourceError(f"storage: FUSE daemon {pid} does not exit")
 
 
+def handoff_mount_data(socket_path: Path) -> str:
+    """The fast path's rootfs mount data for a rootless FUSE rootfs: the daemon's socket, then the kernel's
+    fuse options (ids are the container's: its root owns the mount; allow_other lets its other users in)."""
+    path = str(socket_path)
+    if "," in path:
+        raise ResourceError(f"storage: {path} contains ',': it cannot be passed in FUSE mount options")
+    return (f"corert_fuse_handoff={path},rootmode=40000,user_id=0,group_id=0,"
+            "allow_other,default_permissions")
+
+
+def _spawn_in_userns(argv: list[str], env: dict, log_fd: int) -> bytes:
+    """Start the daemon (argv has --daemonize) as root of a new user namespace with the containers' id map;
+    return what it wrote on its ready fd (stdout) until EOF or MOUNT_TIMEOUT."""
+    import select
+
+    from corert.rootless import fork_into_userns, id_mappings
+
+    uid_maps, gid_maps, _ = id_mappings()
+    r, w = os.pipe()
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pid = fork_into_userns((uid_maps, gid_maps))
+    except BaseException:
+        for fd in (r, w, null):
+            os.close(fd)
+        raise
+    if pid == 0:
+        try:
+            os.setsid()
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())   # as subprocess does: a caller's mask is not ours
+            os.dup2(null, 0)
+            os.dup2(w, 1)
+            os.dup2(log_fd, 2)
+            os.closerange(3, 1 << 20)   # nothing of the caller's (locks, sockets) may live on in the daemon
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    os.close(w)
+    os.close(null)
+    out = b""
+    deadline = time.monotonic() + MOUNT_TIMEOUT
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                out += b"\nerror the FUSE daemon did not start within %d s" % MOUNT_TIMEOUT
+                break
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)   # the daemon's parent half: it exits right after forking the daemon
+    return out
+
+
 # ----- the prepared rootfs ---------------------------------------------------------------------------
 
 class FuseRootfs(LayerRootfs):
@@ -109,25 +176,36 @@ class FuseRootfs(LayerRootfs):
     rootfs_name = "merged"
 
     def __init__(self, container_id: str, container_dir: Path, layers: list[Path], pid: int, start_time: int,
-                 created_container_dir: bool) -> None:
+                 created_container_dir: bool, in_userns: bool = False) -> None:
         super().__init__(container_id, container_dir, layers, created_container_dir)
         self.upper = container_dir / "upper"
         self.work = container_dir / "work"
         self.log = container_dir / "fuse.log"
+        self.socket = container_dir / HANDOFF_SOCKET
         self.pid = pid
         self.start_time = start_time
+        # rootless: the container mounts it in its own namespaces (the daemon waits on self.socket)
+        self.in_userns = in_userns
+        if in_userns:
+            self.child_mount = ("fuse", handoff_mount_data(self.socket))
 
     def state(self) -> dict:
-        return {**super().state(), "pid": self.pid, "pid_start_time": self.start_time}
+        return {**super().state(), "pid": self.pid, "pid_start_time": self.start_time, "in_userns": self.in_userns}
 
     def daemon_alive(self) -> bool:
         return _alive(self.pid, self.start_time)
 
     def usage(self) -> int:
+        if self.in_userns:
+            from corert.rootless import as_userns_root   # copy-ups of subordinate ids may be unreadable to us
+            return as_userns_root(tree_usage, self.upper)
         return tree_usage(self.upper)
 
     def changes(self) -> list[tuple[str, str]]:
         # The upper dir is in overlayfs form: read it exactly as the kernel overlay driver reads its own.
+        if self.in_userns:
+            from corert.rootless import as_userns_root
+            return as_userns_root(upper_changes, self.upper, self.layers)
         return upper_changes(self.upper, self.layers)
 
     def teardown(self) -> None:
@@ -143,9 +221,13 @@ class FuseRootfs(LayerRootfs):
         except ResourceError as e:
             errors.append(str(e))
         if not errors:
-            for path in (self.rootfs, self.work, self.upper, self.log):
+            remove = remove_tree
+            if self.in_userns:
+                # copy-ups keep owners: files of subordinate ids the user alone cannot remove
+                from corert.rootless import remove_tree as remove
+            for path in (self.rootfs, self.work, self.upper, self.log, self.socket):
                 try:
-                    remove_tree(path)
+                    remove(path)
                 except (OSError, ResourceError) as e:
                     errors.append(str(e))
             if self.created_container_dir:
@@ -167,12 +249,18 @@ class FuseOverlayDriver(StorageDriver):
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable  # the daemon's interpreter (must have pyfuse3 and trio)
 
-    def daemon_argv(self, layers: list[Path], container_dir: Path) -> list[str]:
+    def in_userns(self) -> bool:
+        """Rootless: the container mounts the FUSE rootfs in its own user namespace (see the module doc)."""
+        return self.rootless and os.geteuid() != 0
+
+    def daemon_argv(self, layers: list[Path], container_dir: Path, handoff: bool = False) -> list[str]:
         argv = [self.python, "-m", "corert.drivers.storage.fuse", "--daemonize", "--ready-fd", "1",
                 "--log", str(container_dir / "fuse.log"), "--upper", str(container_dir / "upper"),
                 "--work", str(container_dir / "work")]
         for layer in layers:
             argv += ["--lower", str(layer)]
+        if handoff:
+            argv += ["--handoff", str(container_dir / HANDOFF_SOCKET)]
         return argv + [str(container_dir / "merged")]
 
     def prepare(self, container_id: str, layers: list[Path], container_dir: Path) -> FuseRootfs:
@@ -185,13 +273,14 @@ class FuseOverlayDriver(StorageDriver):
         container_dir = Path(os.path.abspath(container_dir))
         check_no_overlap(layers, container_dir)
         created_container_dir = not container_dir.exists()
+        handoff = self.in_userns()
         rootfs = FuseRootfs(container_id, container_dir, layers, 0, 0, created_container_dir)
         made: list[Path] = []
         try:
             if created_container_dir:
                 os.makedirs(container_dir, 0o711)
             container_dir = Path(os.path.realpath(container_dir))  # mountinfo shows resolved paths
-            rootfs = FuseRootfs(container_id, container_dir, layers, 0, 0, created_container_dir)
+            rootfs = FuseRootfs(container_id, container_dir, layers, 0, 0, created_container_dir, handoff)
             for d, mode in (("upper", 0o755), ("work", 0o700), ("merged", 0o755)):
                 try:
                     os.mkdir(container_dir / d, mode)
@@ -209,17 +298,23 @@ class FuseOverlayDriver(StorageDriver):
             env = dict(os.environ)
             pkg_root = str(Path(__file__).resolve().parents[4])  # so `-m corert...` finds this very tree
             env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            argv = self.daemon_argv(layers, container_dir, handoff)
             with open(rootfs.log, "ab") as logf:
                 made.append(rootfs.log)
-                proc = subprocess.Popen(self.daemon_argv(layers, container_dir), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=logf, start_new_session=True, env=env)
-            try:
-                # The daemon's parent exits at once; the pipe reaches EOF once the daemon mounted (or failed).
-                out, _ = proc.communicate(timeout=MOUNT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, _ = proc.communicate()
-                out += b"\nerror the FUSE daemon did not mount within %d s" % MOUNT_TIMEOUT
+                if handoff:
+                    made.append(rootfs.socket)
+                    out = _spawn_in_userns(argv, env, logf.fileno())
+                else:
+                    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf,
+                                            start_new_session=True, env=env)
+            if not handoff:
+                try:
+                    # The daemon's parent exits at once; the pipe reaches EOF once the daemon mounted (or failed).
+                    out, _ = proc.communicate(timeout=MOUNT_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    out, _ = proc.communicate()
+                    out += b"\nerror the FUSE daemon did not mount within %d s" % MOUNT_TIMEOUT
             message, mounted = "", False
             for line in out.decode(errors="replace").splitlines():
                 word, _, rest = line.partition(" ")
@@ -232,7 +327,7 @@ class FuseOverlayDriver(StorageDriver):
             if message or not mounted:
                 raise ResourceError(f"storage: FUSE overlay for {container_id!r}: "
                                     + (message or self._log_tail(rootfs.log) or "the daemon exited"))
-            if fuse_mount_at(rootfs.rootfs) is None:
+            if not handoff and fuse_mount_at(rootfs.rootfs) is None:
                 raise ResourceError(f"storage: FUSE overlay for {container_id!r}: {rootfs.rootfs} is not mounted")
             return rootfs
         except BaseException as e:
@@ -268,4 +363,4 @@ class FuseOverlayDriver(StorageDriver):
         self.check_state(state)
         return FuseRootfs(state["container_id"], Path(state["container_dir"]), [Path(p) for p in state["layers"]],
                           int(state["pid"]), int(state["pid_start_time"]),
-                          bool(state.get("created_container_dir")))
+                          bool(state.get("created_container_dir")), bool(state.get("in_userns")))

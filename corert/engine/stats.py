@@ -1,0 +1,280 @@
+"""Container statistics as `docker stats` shows them, plus pressure stall information (PSI).
+
+One implementation for `corert stats` and `Container.stats()`: read_stats() returns runc's `events --stats`
+data (cpu, memory, pids, blkio, hugetlb), the container's PSI and the host's, and docker's derived numbers:
+
+- cpu_percent: docker's formula over the interval since `previous` (a Reading from the last call):
+  (container cpu delta / host cpu delta from /proc/stat) * online CPUs * 100, so one busy thread is ~100%.
+  Without a previous reading the interval is the container's lifetime (usage / wall time since start).
+- mem_usage: usage minus inactive file cache (as docker); mem_limit: the cgroup limit, or the host's
+  memory when that is smaller (unlimited); mem_percent = usage / limit.
+- net_rx/tx_bytes: /proc/<init>/net/dev of the container's netns, every interface but lo (None when the
+  container shares the host's netns); block_read/write_bytes: the blkio/io service bytes; pids_current.
+
+A stopped container shows zeros, as docker does (a created one has its waiting init: real numbers).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import TextIO
+
+from corert.engine.state import ContainerRecord, StateStore, live_status
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_NS = 1_000_000_000
+LIVE = ("created", "running", "paused")   # the states with a process in the cgroup
+
+
+class Reading:
+    """The raw counters of one sample, kept by the caller so the next sample can make rates of them."""
+
+    __slots__ = ("cpu_ns", "system_ns", "online_cpus", "boot_ns")
+
+    def __init__(self, cpu_ns: int, system_ns: int | None, online_cpus: int, boot_ns: int) -> None:
+        self.cpu_ns = cpu_ns            # the container's cumulative CPU time
+        self.system_ns = system_ns      # the host's cumulative CPU time (all CPUs), None = unknown
+        self.online_cpus = online_cpus
+        self.boot_ns = boot_ns          # CLOCK_BOOTTIME of the sample
+
+
+def system_cpu() -> tuple[int, int]:
+    """(host CPU time in ns summed over all CPUs, online CPUs) from /proc/stat, as docker reads it: the
+    first seven fields (user..softirq) of the "cpu" line, and the number of "cpuN" lines."""
+    total, cpus = 0, 0
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu"):
+                break
+            fields = line.split()
+            if fields[0] == "cpu":
+                total = sum(int(x) for x in fields[1:8]) * _NS // _CLK_TCK
+            else:
+                cpus += 1
+    return total, cpus or (os.cpu_count() or 1)
+
+
+def host_memory() -> int:
+    """MemTotal in bytes."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def net_io(pid: int) -> tuple[int, int] | None:
+    """(rx bytes, tx bytes) over the non-loopback interfaces of pid's network namespace; None when it is
+    the host's namespace (docker shows no network I/O then) or the process is gone."""
+    try:
+        if os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
+            return None
+        with open(f"/proc/{pid}/net/dev") as f:
+            lines = f.read().splitlines()[2:]   # two header lines
+    except OSError:
+        return None
+    rx = tx = 0
+    for line in lines:
+        name, _, counters = line.partition(":")
+        fields = counters.split()
+        if name.strip() == "lo" or len(fields) < 9:
+            continue
+        rx += int(fields[0])
+        tx += int(fields[8])   # 8 receive columns come first
+    return rx, tx
+
+
+def block_io(blkio: dict) -> tuple[int, int]:
+    """(read bytes, write bytes) summed over devices from runc's blkio stats."""
+    read = write = 0
+    for entry in blkio.get("ioServiceBytesRecursive") or []:
+        op = str(entry.get("op", "")).lower()
+        if op == "read":
+            read += int(entry.get("value", 0))
+        elif op == "write":
+            write += int(entry.get("value", 0))
+    return read, write
+
+
+def memory_usage(memory: dict) -> int:
+    """docker's "MEM USAGE": usage without the inactive page cache (total_inactive_file on v1,
+    inactive_file on v2), which the kernel can drop at any time."""
+    usage = int((memory.get("usage") or {}).get("usage", 0))
+    raw = memory.get("raw") or {}
+    inactive = raw.get("total_inactive_file", raw.get("inactive_file", 0))
+    return usage - inactive if 0 < inactive < usage else usage
+
+
+def cpu_percent(current: Reading, previous: Reading) -> float:
+    """docker's CPU %: the container's share of host CPU time in the interval, times the online CPUs;
+    by wall time when the host's CPU time is unknown for one of the two readings."""
+    cpu_delta = current.cpu_ns - previous.cpu_ns
+    if cpu_delta <= 0:
+        return 0.0
+    if current.system_ns is not None and previous.system_ns is not None:
+        system_delta = current.system_ns - previous.system_ns
+        return cpu_delta / system_delta * current.online_cpus * 100.0 if system_delta > 0 else 0.0
+    wall = current.boot_ns - previous.boot_ns
+    return cpu_delta / wall * 100.0 if wall > 0 else 0.0
+
+
+def _boot_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def read_stats(store: StateStore, record: ContainerRecord,
+               previous: Reading | None = None) -> tuple[dict, Reading]:
+    """One sample of a container: (the stats dict described in the module doc, the Reading to pass as
+    `previous` next time)."""
+    from corert.drivers.cgroups import psi
+
+    status = live_status(store, record)
+    live = status in LIVE
+    system_ns, online = system_cpu()
+    result: dict = {"id": record.id, "name": record.extra.get("name", record.id), "status": status,
+                    "read": time.time(), "cpu": {}, "memory": {}, "pids": {}, "blkio": {}, "hugetlb": {},
+                    "pressure": {}, "host_pressure": psi.host(), "online_cpus": online}
+    raw: dict = {}
+    if live and record.cgroup:
+        from corert.drivers.cgroups import load_handle
+        from corert.errors import CorertError
+
+        try:
+            raw = load_handle(record.cgroup).stats()
+        except (OSError, CorertError):   # the container exited between the status check and the read
+            raw = {}
+        pressure_dir = psi.cgroup_dir(record.cgroup)
+        result["pressure"] = psi.read(pressure_dir) if pressure_dir else {}
+    result.update(raw)
+    reading = Reading(int(((raw.get("cpu") or {}).get("usage") or {}).get("total", 0)), system_ns, online,
+                      _boot_ns())
+    if previous is None and live and record.pid_start:
+        # No earlier sample: measure from the start of the init (CPU time 0 then; starttime is in ticks).
+        previous = Reading(0, None, online, record.pid_start * _NS // _CLK_TCK)
+    memory = result["memory"] or {}
+    limit = int((memory.get("usage") or {}).get("limit", 0))
+    host_mem = host_memory()
+    if limit <= 0 or (host_mem and limit > host_mem):
+        limit = host_mem   # unlimited: the cgroup shows a huge number, docker shows the host's memory
+    usage = memory_usage(memory) if memory else 0
+    net = net_io(record.pid) if live else None
+    block_read, block_write = block_io(result["blkio"] or {})
+    result.update({
+        "cpu_percent": cpu_percent(reading, previous) if live and previous is not None else 0.0,
+        "mem_usage": usage,
+        "mem_limit": limit if live else 0,
+        "mem_percent": usage / limit * 100.0 if live and limit > 0 else 0.0,
+        "net_rx_bytes": net[0] if net else (0 if not live else None),
+        "net_tx_bytes": net[1] if net else (0 if not live else None),
+        "block_read_bytes": block_read,
+        "block_write_bytes": block_write,
+        "pids_current": int((result["pids"] or {}).get("current", 0)),
+    })
+    return result, reading
+
+
+# ---- `corert stats`: docker's table (and a PSI table), JSON lines, the refresh loop ----------------------
+
+_BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+_DECIMAL = ("B", "kB", "MB", "GB", "TB", "PB")
+
+
+def _size(value: float, base: float, units: tuple[str, ...], digits: int) -> str:
+    i = 0
+    while value >= base and i < len(units) - 1:
+        value /= base
+        i += 1
+    return f"{value:.{digits}g}{units[i]}"
+
+
+def binary_size(value: float) -> str:
+    """docker's memory sizes: "1.234MiB"."""
+    return _size(value, 1024.0, _BINARY, 4)
+
+
+def decimal_size(value: float) -> str:
+    """docker's network and block I/O sizes: "1.02kB"."""
+    return _size(value, 1000.0, _DECIMAL, 3)
+
+
+def _pair(a: int | None, b: int | None, fmt) -> str:
+    return "--" if a is None or b is None else f"{fmt(a)} / {fmt(b)}"
+
+
+def _psi_cell(pressure: dict, resource: str, kind: str) -> str:
+    entry = (pressure.get(resource) or {}).get(kind)
+    if not entry:
+        return "--"
+    return "/".join(f"{entry.get(k, 0.0):.2f}" for k in ("avg10", "avg60", "avg300"))
+
+
+def format_table(rows: list[dict], host_pressure: dict) -> str:
+    """docker's `stats` table, then the pressure of each container and of the host (avg10/avg60/avg300 %)."""
+    from corert.cli.output import tabwriter
+
+    main = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]]
+    for r in rows:
+        main.append([r["id"][:12], r["name"], f"{r['cpu_percent']:.2f}%",
+                     _pair(r["mem_usage"], r["mem_limit"], binary_size), f"{r['mem_percent']:.2f}%",
+                     _pair(r["net_rx_bytes"], r["net_tx_bytes"], decimal_size),
+                     _pair(r["block_read_bytes"], r["block_write_bytes"], decimal_size), str(r["pids_current"])])
+    kinds = [(res, kind) for res in ("cpu", "memory", "io") for kind in ("some", "full")]
+    header = ["PSI avg10/60/300 %"] + [f"{'MEM' if res == 'memory' else res.upper()} {kind.upper()}"
+                                       for res, kind in kinds]
+    psi_rows = [header] + [[r["name"]] + [_psi_cell(r["pressure"], res, kind) for res, kind in kinds] for r in rows]
+    psi_rows.append(["(host)"] + [_psi_cell(host_pressure, res, kind) for res, kind in kinds])
+    return tabwriter(main, minwidth=10) + "\n" + tabwriter(psi_rows, minwidth=10)
+
+
+def format_json(rows: list[dict]) -> str:
+    """One JSON object per container and line (the dict read_stats returns), as docker's --format json."""
+    import json
+
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+
+
+def watch(store: StateStore, refs: list[str], *, all_containers: bool = False, stream: bool = True,
+          fmt: str = "table", interval: float = 1.0, out: TextIO | None = None) -> None:
+    """`corert stats`: sample every container (named ones, else the running managed ones, or all with
+    all_containers), wait `interval`, print a frame with the rates over it; repeat while `stream`.
+    On a terminal every frame replaces the previous one."""
+    import sys
+
+    from corert.drivers.cgroups import psi
+    from corert.frontend.containers import find
+
+    out = out or sys.stdout
+    clear = stream and fmt != "json" and out.isatty()
+    named = [find(store, ref) for ref in refs]   # an unknown name fails before anything is printed
+    previous: dict[str, Reading] = {}
+
+    def records() -> list[ContainerRecord]:
+        if named:
+            return [_reload(store, r) for r in named]
+        found = [r for r in store.list() if r.extra.get("managed")]
+        return found if all_containers else [r for r in found if live_status(store, r) in LIVE]
+
+    for r in records():
+        previous[r.id] = read_stats(store, r)[1]
+    while True:
+        time.sleep(interval)
+        rows = []
+        for r in records():
+            row, previous[r.id] = read_stats(store, r, previous.get(r.id))
+            rows.append(row)
+        text = format_json(rows) if fmt == "json" else format_table(rows, psi.host())
+        out.write(("\033[2J\033[H" if clear else "") + text)
+        out.flush()
+        if not stream:
+            return
+
+
+def _reload(store: StateStore, record: ContainerRecord) -> ContainerRecord:
+    """The record as stored now (a removed container keeps its last record, shown as stopped)."""
+    from corert.errors import ContainerNotFound
+
+    try:
+        return store.load(record.id)
+    except ContainerNotFound:
+        record.status = "stopped"
+        return record
