@@ -19,8 +19,17 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+# group -> (title, [(the runtime corert is compared with, target ratio or None, "target"/"stretch")]).
+PAIRED = {
+    "engine-podman": ("podman as the engine: `podman run --rm IMAGE true` (issue 8)", [("runc", 1.05, "target")]),
+    "engine-ctr": ("containerd as the engine: `ctr run --rm IMAGE ID true` (issue 8)", [("runc", 1.05, "target")]),
+    "api-latency": ("Embedding API: create+start+wait+delete of /bin/true (issue 9)",
+                    [("crun", 1.0, "target"), ("floor", 2.0, "stretch")]),
+    "registry-pull": ("Registry pull of the same image from a loopback docker-registry (issue 10)",
+                      [("podman", None, "")]),
+}
 KNOWN_GROUPS = ("run", "create-start-delete", "front-door", "image-import", "network-start",
-                "network-throughput", "fuse-overlay")   # the rest: a generic table
+                "network-throughput", "fuse-overlay", "api-memory", *PAIRED)   # the rest: a generic table
 CHARTED = {"run": "run /bin/true (one CLI call)",      # group -> panel title in the PNG
            "create-start-delete": "create + start + delete (3 CLI calls)",
            "front-door": "corert run --rm busybox true, per storage driver"}
@@ -103,7 +112,7 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
 def _verdict(ratio: float | None, target: float) -> str:
     if ratio is None:
         return "not measured"
-    return "met" if ratio <= target else f"missed ({ratio / target:.1f}x over)"
+    return "met" if ratio <= target else f"missed ({ratio / target:.2f}x the target)"
 
 
 def _latency_table(rows: list[Row], group: str, floor_ms: float | None, extra_rows=()) -> list[str]:
@@ -200,6 +209,30 @@ def _fuse_tables(rows: list[Row]) -> list[str]:
     return out
 
 
+def _paired_tables(rows: list[Row]) -> list[str]:
+    """One table per PAIRED group: every row, and corert's median over the compared runtime's."""
+    out: list[str] = []
+    for group, (title, comparisons) in PAIRED.items():
+        members = [r for r in rows if r.group == group]
+        if not members:
+            continue
+        ours = next((r for r in members if r.runtime.startswith("corert")), None)
+        out += ["", f"### {title}", "", "| what | median ms | IQR ms | rounds |", "|---|---:|---:|---:|"]
+        out += [f"| {r.label} | {r.ms:.2f} | {(r.q3 - r.q1) * 1e3:.2f} | {r.rounds} |"
+                for r in sorted(members, key=lambda r: r.median)]
+        for other, target, kind in comparisons:
+            base = next((r for r in members if r.runtime == other), None)
+            ratio = _ratio(ours.ms if ours else None, base.ms if base else None)
+            verdict = f" ({kind} <= {target}: {_verdict(ratio, target)})" if target is not None else ""
+            out += ["", f"corert / {other}: **{_fmt(ratio)}**{verdict}."]
+    memory = [r for r in rows if r.group == "api-memory" and "kib_per_container" in r.extra]
+    for r in memory:
+        out += ["", f"Embedding process memory: {r.label}: RSS {r.extra['rss_before_kib'] / 1024:.1f} -> "
+                    f"{r.extra['rss_running_kib'] / 1024:.1f} MiB, **{r.extra['kib_per_container']:.0f} KiB per "
+                    f"running container**."]
+    return out
+
+
 def phases_table(phases: dict) -> list[str]:
     """The table of benchmarks/phases.py's JSON (where the milliseconds of one corert run go)."""
     sys.path.insert(0, str(BENCH_DIR))
@@ -254,6 +287,7 @@ def markdown(rows: list[Row], meta: dict, phases: dict | None = None) -> str:
     network = _network_tables(rows)
     if network:
         out += [""] + network
+    out += _paired_tables(rows)
     fuse = _fuse_tables(rows)
     if fuse:
         out += [""] + fuse

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))   # the registry fixture's home
-from integration.test_registry import _CLI_WITH_PUSH, REGISTRY_BIN, Registry  # noqa: E402
+from integration.test_registry import REGISTRY_BIN, Registry  # noqa: E402
 
 LAYERS = 4
 LAYER_MB = 25
@@ -94,7 +94,7 @@ def pull_registry(bench_dir: Path):
         env = {**os.environ, "CORERT_DATA_ROOT": str(base / "seed")}
         subprocess.run([CORERT, "image", "import", str(base / "layout"), "bench/pull:1"], env=env, check=True,
                        capture_output=True)
-        subprocess.run([sys.executable, "-c", _CLI_WITH_PUSH, "push", "-q", "bench/pull:1",
+        subprocess.run([CORERT, "push", "-q", "bench/pull:1",
                         f"{reg.host}/{REF_PATH}"], env=env, check=True, capture_output=True)
         _remove(base / "seed")
         yield f"{reg.host}/{REF_PATH}", size

@@ -8,6 +8,24 @@ import stat
 from corert.errors import ResourceError
 
 
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """os.write until every byte is out: pipes and signals can cut a write short."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def copy_to_fd(src, fd: int, chunk: int = 1 << 20) -> int:  # noqa: ANN001 - any binary file object
+    """Copy a binary file object to fd until its EOF; returns the number of bytes copied."""
+    total = 0
+    while True:
+        data = src.read(chunk)
+        if not data:
+            return total
+        write_all(fd, data)
+        total += len(data)
+
+
 def remove_tree(path: str | os.PathLike[str], *, check_mounts: bool = True) -> None:
     """rm -rf that never reaches into a mount: a bind mount of a host dir left inside a rootfs has the
     same st_dev when it comes from the same filesystem, so the mount table is asked first (check_mounts)

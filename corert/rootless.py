@@ -12,6 +12,7 @@ import pwd
 import shutil
 
 from corert.errors import HostUnsupported, ResourceError
+from corert.fsutil import copy_to_fd, write_all
 
 FULL_MAP_SIZE = 65536
 
@@ -207,9 +208,7 @@ def run_in_userns(maps: tuple[list[dict], list[dict]], fn, *args, feed=None, **k
             except Exception as e:  # noqa: BLE001 - an unpicklable value or exception: its text will do
                 text = str(out[1]) if not out[0] else f"{type(e).__name__}: {e}"
                 code, data = 1, pickle.dumps((False, ResourceError(text)))
-            view = memoryview(data)
-            while view:
-                view = view[os.write(res_w, view):]
+            write_all(res_w, data)
         finally:
             os._exit(code)
     os.close(res_w)
@@ -218,13 +217,7 @@ def run_in_userns(maps: tuple[list[dict], list[dict]], fn, *args, feed=None, **k
             os.close(feed_r)
             feed_r = -1
             try:
-                while True:
-                    chunk = feed.read(1 << 20)
-                    if not chunk:
-                        break
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(feed_w, view):]
+                copy_to_fd(feed, feed_w)
             except BrokenPipeError:
                 pass   # the child stopped reading (done, or failed: its result says which)
             finally:

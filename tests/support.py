@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +209,16 @@ def make_test_user(name: str, subids: str | None, home: bool = True, shell: str 
                    check=True, capture_output=True)
     set_subids(name, subids)
     return pwd.getpwnam(name)
+
+
+def http_get(host: str, port: int) -> str:
+    """The body's last line of GET / from host:port, or the error (this machine's own addresses only)."""
+    try:
+        with socket.create_connection((host, port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+    except OSError as e:
+        return f"error: {e}"
+    return data.decode(errors="replace").strip().splitlines()[-1]

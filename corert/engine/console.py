@@ -11,6 +11,8 @@ import fcntl
 import os
 import struct
 
+from corert.fsutil import write_all
+
 PTMX_NAME = "/dev/ptmx"
 
 
@@ -103,12 +105,6 @@ def _copy_winsize(src_fd: int, dst_fd: int) -> None:
         pass  # the terminal went away: nothing to propagate
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _pump(select: "object", master_fd: int, stdin_fd: int, stdout_fd: int, pidfd: int | None) -> None:
     poll = select.poll()  # type: ignore[attr-defined]
     POLLIN, POLLOUT = select.POLLIN, select.POLLOUT  # type: ignore[attr-defined]
@@ -176,4 +172,4 @@ def _drain_master(master_fd: int, stdout_fd: int) -> bool:
             raise
         if not data:
             return False
-        _write_all(stdout_fd, data)
+        write_all(stdout_fd, data)

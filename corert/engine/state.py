@@ -20,6 +20,7 @@ import time
 
 from corert import jsonio
 from corert.errors import ContainerExists, ContainerNotFound, CorertError
+from corert.fsutil import remove_tree, write_all
 from corert.spec.defaults import OCI_VERSION  # the runtime-spec version corert implements
 
 STATE_FILE = "state.json"
@@ -239,9 +240,7 @@ class StateStore:
         data = jsonio.dumps(record.to_dict()).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
         except BaseException:
             os.close(fd)
             os.unlink(tmp)
@@ -255,8 +254,6 @@ class StateStore:
 
     def remove(self, container_id: str) -> None:
         """Remove the container's directory and everything in it (idempotent)."""
-        from corert.fsutil import remove_tree
-
         # The state dir holds no mounts; the front door's log and data files live in it too.
         remove_tree(self.container_dir(container_id), check_mounts=False)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from corert.errors import ImageError
+from corert.fsutil import copy_to_fd
 from corert.images import layout
 from corert.images.fsutil import make_writable_tree as _make_writable_tree
 
@@ -229,13 +230,7 @@ class _Unpacker:
         try:
             src = tf.extractfile(m)
             if src is not None:
-                while True:
-                    data = src.read(1 << 20)
-                    if not data:
-                        break
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
+                copy_to_fd(src, fd)
             self.result.size += m.size
             self._finish_inode(fd, m)
         finally:

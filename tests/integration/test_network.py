@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from support import CORERT, Cli
+from support import CORERT, Cli, http_get
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the bridge driver needs root")
 
@@ -89,19 +88,6 @@ def front(tmp_path, data_root, host_unchanged):
     f = Front(tmp_path, data_root)
     yield f
     f.cleanup()
-
-
-def http_get(host: str, port: int) -> str:
-    """The body's last line, or the error (traffic to this machine's own addresses only)."""
-    try:
-        with socket.create_connection((host, port), timeout=5) as s:
-            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
-    except OSError as e:
-        return f"error: {e}"
-    return data.decode(errors="replace").strip().splitlines()[-1]
 
 
 def fetch_in(front: Front, name: str, host: str, port: int) -> str:

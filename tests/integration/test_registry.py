@@ -19,7 +19,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -39,10 +38,6 @@ USER, PASSWORD = "tester", "s3cret"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-# `push` is routed to the front door only once corert.cli.parse.FRONT_VERBS lists it; until then the
-# tests reach the same front-door code through corert.cli.main with the verb added.
-_CLI_WITH_PUSH = ("import sys, corert.cli.parse as p\np.FRONT_VERBS = p.FRONT_VERBS | {'push'}\n"
-                  "from corert.cli import main\nsys.exit(main())")
 
 
 # ---- the registry -----------------------------------------------------------------------------------------
@@ -147,7 +142,30 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class TokenServer:
+class _LoopbackServer:
+    """An http.server on 127.0.0.1 (a free port) in a daemon thread; stop() shuts it down."""
+
+    def _serve(self, handler: type) -> None:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+class TokenServer(_LoopbackServer):
     """Issues registry tokens: RS256 JWTs signed with a throwaway key whose self-signed cert the registry
     trusts (rootcertbundle). Anonymous: pull; USER/PASSWORD: pull and push; wrong password: 401."""
 
@@ -165,7 +183,7 @@ class TokenServer:
         self.requests: list[dict] = []
         server = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(_QuietHandler):
             def do_GET(self) -> None:   # noqa: N802 - http.server's naming
                 q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
                 auth = self.headers.get("Authorization", "")
@@ -190,16 +208,11 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self._serve(Handler)
 
     @property
     def realm(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        return f"http://127.0.0.1:{self.port}/token"
 
     def registry_auth(self) -> dict:
         return {"realm": self.realm, "service": SERVICE, "issuer": ISSUER, "rootcertbundle": str(self.cert)}
@@ -218,10 +231,6 @@ class TokenServer:
         sig = pow(int.from_bytes(em, "big"), self.d, self.n).to_bytes(k, "big")
         return f"{signing_input}.{_b64url(sig)}"
 
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
 
 
 def _rsa_field(text: str, name: str) -> int:
@@ -236,7 +245,7 @@ def _rsa_field(text: str, name: str) -> int:
 
 
 # ---- a faulty proxy ---------------------------------------------------------------------------------------
-class FaultyProxy:
+class FaultyProxy(_LoopbackServer):
     """Forwards to the registry; for layer blob GETs (bodies over `min_size`) it can flip a byte
     (`mode = "corrupt"`) or send the headers and `drop_after` bytes then close (`mode = "drop"`)."""
 
@@ -246,7 +255,7 @@ class FaultyProxy:
         self.ranges: list[str] = []
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(_QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def _forward(self) -> None:
@@ -277,32 +286,18 @@ class FaultyProxy:
 
             do_GET = do_HEAD = _forward   # noqa: N815
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self._serve(Handler)
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.httpd.server_address[1]}"
+        return f"127.0.0.1:{self.port}"
 
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
 
 
 # ---- fixtures ---------------------------------------------------------------------------------------------
 class RegistryFront(Front):
     def push(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        from corert.cli.parse import FRONT_VERBS
-        if "push" in FRONT_VERBS:
-            return self("push", *args, **kw)
-        p = subprocess.run([sys.executable, "-c", _CLI_WITH_PUSH, "--root", str(self.state), "push", *args],
-                           capture_output=True, text=True, env=self.env, timeout=120)
-        return p
+        return self("push", *args, **kw)
 
     def push_ok(self, *args: str) -> subprocess.CompletedProcess:
         r = self.push(*args)
@@ -455,10 +450,15 @@ def test_manifest_list_picks_linux_amd64(front, registry, list_type):
     front.assert_clean()
 
 
-def test_wrong_digest_is_an_error_and_stores_nothing(front, registry, proxy):
+def _only_in_the_registry(front, registry, path: str) -> None:
+    """busybox pushed to registry/path and then removed locally: a pull has to fetch every blob."""
     front.ok("image", "ensure-default")
-    front.push_ok("busybox", f"{registry.host}/bad/bb:1")
+    front.push_ok("busybox", f"{registry.host}/{path}")
     front.ok("image", "rm", "busybox")
+
+
+def test_wrong_digest_is_an_error_and_stores_nothing(front, registry, proxy):
+    _only_in_the_registry(front, registry, "bad/bb:1")
     proxy.mode = "corrupt"
     r = front("pull", f"{proxy.host}/bad/bb:1")
     assert r.returncode == 125
@@ -471,9 +471,7 @@ def test_wrong_digest_is_an_error_and_stores_nothing(front, registry, proxy):
 
 
 def test_dropped_connection_leaves_no_image_and_the_next_pull_resumes(front, registry, proxy):
-    front.ok("image", "ensure-default")
-    front.push_ok("busybox", f"{registry.host}/drop/bb:1")
-    front.ok("image", "rm", "busybox")
+    _only_in_the_registry(front, registry, "drop/bb:1")
     proxy.mode = "drop"
     r = front("pull", f"{proxy.host}/drop/bb:1")
     assert r.returncode == 125 and "connection dropped" in r.stderr and "pull again to resume" in r.stderr, r.stderr

@@ -10,13 +10,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from support import CORERT, Cli
+from support import CORERT, Cli, http_get
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="user-defined networks need root")
 
@@ -202,19 +201,6 @@ def test_rm_releases_every_interface(front):
     assert not any(link.startswith(("vc", "veth" + cid[:7])) for link in _links())
 
 
-def _http_get(port: int) -> str:
-    """The body's last line from 127.0.0.1:port, or the error."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
-    except OSError as e:
-        return f"error: {e}"
-    return data.decode(errors="replace").strip().splitlines()[-1]
-
-
 def test_publish_on_user_network(front):
     front.network("pub")
     front.ok("run", "-d", "--name", "web", "--net", "pub", "-p", "127.0.0.1:18431:80", "busybox", "sh", "-c",
@@ -223,7 +209,7 @@ def test_publish_on_user_network(front):
     web = front.addrs("web")["eth0"]
     assert front.ok("exec", "peer", "wget", "-q", "-O", "-", f"http://{web}/").strip() == "hello-pub"
     for _ in range(50):          # httpd may still be starting: retry the connection, not a timed assertion
-        body = _http_get(18431)
+        body = http_get("127.0.0.1", 18431)
         if body == "hello-pub":
             break
         front.ok("exec", "web", "sleep", "0.1")

@@ -143,15 +143,6 @@ def user():
     remove_test_user(USER)
 
 
-@pytest.fixture
-def fuse_open():
-    """/dev/fuse as a typical host has it (0666), restored afterwards."""
-    mode = os.stat("/dev/fuse").st_mode & 0o777
-    os.chmod("/dev/fuse", 0o666)
-    yield
-    os.chmod("/dev/fuse", mode)
-
-
 @pytest.fixture(scope="module")
 def spy():
     """A stand-in for /usr/bin/fusermount3 that only records that it was called, and fails."""

@@ -24,15 +24,6 @@ def user():
     remove_test_user(USER)
 
 
-@pytest.fixture
-def fuse_open():
-    """/dev/fuse as a typical host has it (0666), restored afterwards."""
-    mode = os.stat("/dev/fuse").st_mode & 0o777
-    os.chmod("/dev/fuse", 0o666)
-    yield
-    os.chmod("/dev/fuse", mode)
-
-
 def as_user(entry, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     runtime_dir = user_runtime_dir(entry.pw_uid)
     os.makedirs(runtime_dir, mode=0o700, exist_ok=True)

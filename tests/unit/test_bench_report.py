@@ -58,7 +58,7 @@ def test_ratios_subtract_the_crun_wrapper(report, tmp_path: Path) -> None:
     assert s["ratios"]["csd corert/runc"] == pytest.approx(3.0)
 
 
-@pytest.mark.parametrize("corert_ms,verdict", [(80.0, "missed (2.5x over)"), (30.0, "met")])
+@pytest.mark.parametrize("corert_ms,verdict", [(80.0, "missed (2.50x the target)"), (30.0, "met")])
 def test_markdown_states_the_verdict(report, tmp_path: Path, corert_ms: float, verdict: str) -> None:
     rows, meta = report.load(_write(tmp_path, corert_ms))
     text = report.markdown(rows, meta)

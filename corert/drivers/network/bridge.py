@@ -65,15 +65,20 @@ class BridgeNet:
         return ipaddress.IPv4Network(self.subnet)
 
 
-def configured_subnet() -> ipaddress.IPv4Network:
-    text = os.environ.get(SUBNET_ENV) or DEFAULT_SUBNET
+def parse_subnet(text: str, what: str) -> ipaddress.IPv4Network:
+    """An IPv4 subnet with room for a gateway and containers; UsageError naming `what` otherwise."""
     try:
         net = ipaddress.IPv4Network(text, strict=True)
     except ValueError as e:
-        raise UsageError(f"{SUBNET_ENV}={text}: {e}") from None
+        raise UsageError(f"{what}: {e}") from None
     if net.num_addresses < 8:
-        raise UsageError(f"{SUBNET_ENV}={text}: the subnet is too small (at least a /29)")
+        raise UsageError(f"{what}: the subnet is too small (at least a /29)")
     return net
+
+
+def configured_subnet() -> ipaddress.IPv4Network:
+    text = os.environ.get(SUBNET_ENV) or DEFAULT_SUBNET
+    return parse_subnet(text, f"{SUBNET_ENV}={text}")
 
 
 def default_net() -> BridgeNet:

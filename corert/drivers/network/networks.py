@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from corert.drivers.network.bridge import (BRIDGE, BridgeDriver, BridgeNet, default_net, drop_if_unused,
-                                           host_route_overlap, reclaim_stale, remove_bridge)
+                                           host_route_overlap, parse_subnet, reclaim_stale, remove_bridge)
 from corert.drivers.network.leases import JsonBook, LeaseBook, network_root
 from corert.errors import HostUnsupported, UsageError
 
@@ -73,16 +73,6 @@ def _clash(subnet: ipaddress.IPv4Network, networks: dict) -> str | None:
     return f"the host route {route}" if route else None
 
 
-def _parse_subnet(text: str) -> ipaddress.IPv4Network:
-    try:
-        subnet = ipaddress.IPv4Network(text, strict=True)
-    except ValueError as e:
-        raise UsageError(f"invalid --subnet {text!r}: {e}") from None
-    if subnet.num_addresses < 8:
-        raise UsageError(f"invalid --subnet {text!r}: too small (at least a /29)")
-    return subnet
-
-
 def _free_subnet(networks: dict) -> ipaddress.IPv4Network:
     for candidate in POOL.subnets(new_prefix=POOL_PREFIX):
         if _clash(candidate, networks) is None:
@@ -102,7 +92,7 @@ def create(name: str, subnet: str | None = None, gateway: str | None = None, int
         if name in networks:
             raise UsageError(f"network {name} already exists")
         if subnet:
-            net = _parse_subnet(subnet)
+            net = parse_subnet(subnet, f"invalid --subnet {subnet!r}")
             clash = _clash(net, networks)
             if clash:
                 raise UsageError(f"subnet {net} overlaps {clash}")

@@ -13,6 +13,7 @@ import struct
 from corert import jsonio
 from corert._record import Record, Required
 from corert.errors import ConfigError, HostUnsupported
+from corert.fsutil import write_all
 
 # Action values are the kernel's SECCOMP_RET_* (libseccomp uses them as is), kept here so validation
 # and the cache-hit path need no libseccomp.
@@ -500,9 +501,7 @@ def _write_atomic(path: str, data: bytes) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
         finally:
             os.close(fd)
         os.rename(tmp, path)

@@ -21,6 +21,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from corert.errors import ImageError
+from corert.fsutil import write_all
 from corert.images import layout
 from corert.images.registry.client import (INDEX_OCI, LIST_DOCKER, MANIFEST_ACCEPT, MANIFEST_DOCKER,
                                            MANIFEST_OCI, RegistryClient, RegistryError, TransferInterrupted,
@@ -266,9 +267,7 @@ class BlobFetcher:
                 os.unlink(partial)
                 raise RegistryError(f"{label}: the registry sent more than the {size} bytes the manifest "
                                     "declares; the download was discarded and nothing was stored")
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             hasher.update(data)
             offset += len(data)
             self.progress.advance(key, len(data))
