@@ -18,6 +18,7 @@ any veth) on the next prepare or prune; rules and veths that no lease names are 
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import os
@@ -115,7 +116,18 @@ def _delete_link(name: str) -> None:
         from pyroute2 import IPRoute
         with IPRoute() as ipr:
             for index in ipr.link_lookup(ifname=name):
-                ipr.link("del", index=index)
+                _delete_index(ipr, index)
+
+
+def _delete_index(ipr, index: int) -> None:  # noqa: ANN001 - an IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as e:
+        # A veth goes with its peer's netns, which the kernel tears down asynchronously after the
+        # container's last process: it may vanish between the lookup and the delete.
+        if e.code != errno.ENODEV:
+            raise
 
 
 def release(lease: dict, net: BridgeNet) -> None:
@@ -316,7 +328,7 @@ def _remove_strays(ipr, data: dict, bridge_index: int, net: BridgeNet) -> None:
         name = link.get_attr("IFLA_IFNAME")
         if (link.get_attr("IFLA_MASTER") == bridge_index and name.startswith((VETH_PREFIX, USER_VETH_PREFIX))
                 and name not in wanted):
-            ipr.link("del", index=link["index"])
+            _delete_index(ipr, link["index"])
     nat.delete_rules(keep=live, table=net.table)
 
 
