@@ -71,6 +71,35 @@ def settle() -> None:
     time.sleep(GAP_S)
 
 
+def interleaved(benchmark, calls: dict, rounds: int = ROUNDS) -> None:
+    """One benchmark round runs every call of `calls` (name -> no-argument callable) once, each after an
+    untimed settle(), in an order that rotates every round: the machine's slow drifts (this VM's speed
+    moves 20-30% over minutes) then fall on every runtime alike, where separate benchmarks, one runtime
+    after the other, catch them at different moments. The benchmark's own time is the whole round; the
+    per-call medians and quartiles (ms) go to extra_info["interleaved"] for report.py's ratios."""
+    import statistics
+
+    names = list(calls)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    done = [0]
+
+    def one_round() -> None:
+        k = done[0] % len(names)
+        for name in names[k:] + names[:k]:
+            settle()
+            t = time.perf_counter()
+            calls[name]()
+            if done[0] > 0:   # the first call of one_round is pedantic's warm-up round
+                times[name].append((time.perf_counter() - t) * 1e3)
+        done[0] += 1
+
+    benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=1)
+    benchmark.extra_info["interleaved"] = {
+        n: {"median": statistics.median(v), "q1": statistics.quantiles(v, n=4)[0] if len(v) > 1 else v[0],
+            "q3": statistics.quantiles(v, n=4)[2] if len(v) > 1 else v[0], "rounds": len(v)}
+        for n, v in times.items()}
+
+
 class Runner:
     """Runs one command per call with stdio on /dev/null (stderr kept in a file for the error message).
 

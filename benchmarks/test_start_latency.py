@@ -13,7 +13,7 @@ from typing import Callable
 
 import pytest
 
-from bundles import CORERT, ROUNDS, RUNC, UNSHARE_NOOP, crun_argv, settle
+from bundles import CORERT, ROUNDS, RUNC, UNSHARE_NOOP, crun_argv, interleaved, settle
 
 ID = "corert-bench"
 OCI_RUNTIMES = ["corert", "runc", "crun"]
@@ -52,6 +52,18 @@ def test_run(benchmark, oci, bench_bundle: Path, runner) -> None:
     _note(benchmark, f"{oci.name} run", oci.name)
     benchmark.pedantic(runner, args=(oci("run", "--bundle", str(bench_bundle), ID),),
                        setup=settle, rounds=ROUNDS, warmup_rounds=2)
+
+
+@pytest.mark.benchmark(group="run-interleaved")
+def test_run_interleaved(benchmark, bench_bundle: Path, runner, tmp_path) -> None:
+    """The same `X run` as test_run, the runtimes taking turns round by round (bundles.interleaved): the
+    ratios the verdicts in benchmarks/README.md use."""
+    _note(benchmark, "corert, runc, crun run and the crun wrapper, interleaved (one round: all four)", "mix")
+    argv = {"corert": [CORERT, "--root", str(tmp_path / "corert"), "run", "--bundle", str(bench_bundle), ID],
+            "runc": [RUNC, "--root", str(tmp_path / "runc"), "run", "--bundle", str(bench_bundle), ID],
+            "crun": crun_argv("--root", str(tmp_path / "crun"), "run", "--bundle", str(bench_bundle), ID),
+            "wrapper": UNSHARE_NOOP}
+    interleaved(benchmark, {name: (lambda a=a: runner(a)) for name, a in argv.items()})
 
 
 @pytest.mark.benchmark(group="run")
