@@ -5,7 +5,6 @@ import os
 
 from corert import jsonio
 from corert.cli.context import Context, abspath
-from corert.cli.output import write
 from corert.errors import CorertError, HostUnsupported, UsageError
 
 
@@ -18,6 +17,8 @@ def cmd_spec(ctx: Context, ns) -> int:  # noqa: ANN001 - argparse.Namespace
 
 def cmd_features(ctx: Context, ns) -> int:  # noqa: ANN001
     from corert.spec.features import features
+
+    from corert.cli.output import write
 
     write(jsonio.dumps(features(), indent=4) + "\n")
     return 0

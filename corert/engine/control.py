@@ -42,8 +42,9 @@ def start(store: StateStore, container_id: str, *, warn: Callable[[str], None] |
         if status != "created":
             raise InvalidState(_START_REFUSALS.get(status, f"cannot start a container in the {status} state"))
         _release_init(store, record)
+        # Not saved: "running" is what live_status derives once exec.fifo is gone and the init lives (the
+        # stored status is a hint), so the write would cost every start a state.json replace for nothing.
         record.status = "running"
-        store.save(record)
     poststart = (record.hooks or {}).get("poststart")
     if poststart:
         from corert.engine.hooks import run_hooks
