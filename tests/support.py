@@ -221,4 +221,6 @@ def http_get(host: str, port: int) -> str:
                 data += chunk
     except OSError as e:
         return f"error: {e}"
-    return data.decode(errors="replace").strip().splitlines()[-1]
+    lines = data.decode(errors="replace").strip().splitlines()
+    # An empty reply: a port forwarder (slirp4netns, pasta) accepted before the server listened.
+    return lines[-1] if lines else "error: empty reply"

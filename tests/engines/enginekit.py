@@ -172,8 +172,12 @@ class Podman:
             # podman passes --log-format=json and reads the runtime's errors from the log only for these.
             'runtime_supports_json = ["crun", "runc", "kata", "corert"]\n')
         storage = base / "storage.conf"   # runroot "r": podman refuses one longer than 50 characters
+        # skip_mount_home: containers/storage would otherwise bind-mount graph/overlay onto itself while any
+        # container has a layer mounted and unmount it after the last one, so the mount comes and goes between
+        # a test's start and end (a false leak for the per-test check, which would then depend on timing).
         storage.write_text(f'[storage]\ndriver = "{"vfs" if user else "overlay"}"\nrunroot = "{base / "r"}"\n'
-                           f'graphroot = "{base / "graph"}"\n')
+                           f'graphroot = "{base / "graph"}"\n'
+                           + ('' if user else '[storage.options.overlay]\nskip_mount_home = "true"\n'))
         self.env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(base), "CONTAINERS_CONF": str(conf),
                     "CONTAINERS_STORAGE_CONF": str(storage)}
         if user is not None:
