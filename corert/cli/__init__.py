@@ -52,7 +52,7 @@ GLOBAL OPTIONS:
 
 
 def _version_text() -> str:
-    from corert.spec.defaults import OCI_VERSION
+    from corert.spec import OCI_VERSION
 
     try:
         from corert import __version__ as version  # type: ignore[attr-defined]

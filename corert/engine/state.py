@@ -21,7 +21,7 @@ import time
 from corert import jsonio
 from corert.errors import ContainerExists, ContainerNotFound, CorertError
 from corert.fsutil import remove_tree, write_all
-from corert.spec.defaults import OCI_VERSION  # the runtime-spec version corert implements
+from corert.spec import OCI_VERSION
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"

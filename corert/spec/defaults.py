@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 
 from corert import jsonio
+from corert.spec import OCI_VERSION
 from corert.errors import ConfigError, CorertError
 
-OCI_VERSION = "1.2.0"
 CONFIG_NAME = "config.json"
 
 _DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from corert.spec import host
 from corert.spec.capabilities import ALL_CAPABILITIES
-from corert.spec.defaults import OCI_VERSION
+from corert.spec import OCI_VERSION
 from corert.spec.load import (HOOK_NAMES, NAMESPACE_TYPES, SECCOMP_ACTIONS, SECCOMP_ARCHS, SECCOMP_FLAGS,
                               SECCOMP_OPERATORS)
 from corert.spec.mountopts import SUPPORTED_OPTIONS
