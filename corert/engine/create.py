@@ -87,6 +87,9 @@ def create_from_config(store: StateStore, container_id: str, bundle: str | os.Pa
         cgroup = detect(cgroup_manager).create(container_id, linux.get("cgroupsPath"), cgroup_resources(config))
         undo.push("cgroup", cgroup.destroy)
         record.cgroup = cgroup.state()
+        # Saved now, not only at "created": a create killed from here on (no undo runs) leaves a record
+        # that `delete --force` can clean up, cgroup included; the init dies with us (PDEATHSIG).
+        store.save(record)
 
         fifo = str(store.exec_fifo_path(container_id))
         os.mkfifo(fifo, 0o600)

@@ -131,6 +131,33 @@ def test_bad_input_is_one_line_and_leaves_nothing(corert, bundle, state_root, br
     assert not (state_root / "bad").exists()
 
 
+def test_delete_force_after_a_killed_create_leaves_nothing(corert, bundle, state_root, tmp_path):
+    """`create` SIGKILLed halfway (its createRuntime hook blocks, with the cgroup made and the init cloned):
+    `delete --force` must still find and remove the cgroup and the state dir (the autouse check looks)."""
+    import subprocess
+    ready, release = tmp_path / "ready", tmp_path / "release"
+    os.mkfifo(release)
+    config = read_config(bundle)
+    config["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": [
+        "sh", "-c", f"touch {ready}; read line < {release}"]}]}
+    write_config(bundle, config)
+    proc = subprocess.Popen([corert.binary, "--root", str(state_root), "create", "--bundle", str(bundle), "k1"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the hook never ran"
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+        r = corert("delete", "--force", "k1")
+        assert r.returncode == 0, r.stderr
+        assert not (state_root / "k1").exists()
+    finally:
+        with open(release, "w") as f:   # let the orphaned hook finish
+            f.write("go\n")
+
+
 def test_mount_target_symlink_cannot_escape(corert, tmp_path, busybox_rootfs, bundle):
     """A symlink in the image pointing at a host path: the mount lands inside the rootfs (CVE-2021-30465)."""
     import shutil
