@@ -8,8 +8,6 @@ as nobody, and setgroups is denied).
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 
 from corert.errors import HostUnsupported, ResourceError
 from corert.fsutil import copy_to_fd, write_all
@@ -34,6 +32,9 @@ def subid_ranges(path: str, *names: str) -> list[tuple[int, int]]:
 
 def id_mappings() -> tuple[list[dict], list[dict], str | None]:
     """(uidMappings, gidMappings, note): the widest map this user may have, and a note when it is narrow."""
+    import pwd     # here, not at the top: this module is also on rootless `delete`'s path
+    import shutil
+
     uid, gid = os.geteuid(), os.getegid()
     single_u = [{"containerID": 0, "hostID": uid, "size": 1}]
     single_g = [{"containerID": 0, "hostID": gid, "size": 1}]

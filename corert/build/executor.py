@@ -267,10 +267,9 @@ class _Builder:
 
         def make():
             from corert.build.layer import DiffWriter
-            from corert.frontend.commit import _staging_dir
 
             layers = self.images.layer_dirs(stage.image) if stage.image is not None else []
-            with _staging_dir(self.images.root) as diff:
+            with self.images.staging() as diff:
                 writer = DiffWriter(diff, layers, rootless=self.images.rootless)
                 target = writer.resolve(path)
                 if writer.is_dir(target):
@@ -304,10 +303,9 @@ class _Builder:
 
         def make():
             from corert.build.layer import DiffWriter, is_archive
-            from corert.frontend.commit import _staging_dir
 
             layers = self.images.layer_dirs(stage.image) if stage.image is not None else []
-            with _staging_dir(self.images.root) as diff:
+            with self.images.staging() as diff:
                 writer = DiffWriter(diff, layers, rootless=self.images.rootless)
                 owner = self._owner(chown, layers) if chown else (0, 0)
                 plain = []

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             from corert.cli.parse import is_front_exec
             from corert.engine.state import default_root
 
-            if is_front_exec(rest, options.root or str(default_root())):
+            if is_front_exec(rest, options.root or default_root()):
                 where = "front"
         if where == "front":
             frontend = True

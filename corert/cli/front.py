@@ -354,9 +354,9 @@ def cmd_network(options, args: list[str]) -> int:
     elif ns.action == "create":
         print(networks.create(ns.name, ns.subnet, ns.gateway, ns.internal)["id"])
     elif ns.action == "ls":
-        rows = [(n["name"], n["id"][:12], n["driver"], n["subnet"]) for n in networks.list_networks()]
-        for row in [("NAME", "NETWORK ID", "DRIVER", "SUBNET")] + rows:
-            print("{:<20} {:<12} {:<8} {}".format(*row).rstrip())
+        from corert.cli.output import tabwriter
+        rows = [[n["name"], n["id"][:12], n["driver"], n["subnet"]] for n in networks.list_networks()]
+        sys.stdout.write(tabwriter([["NAME", "NETWORK ID", "DRIVER", "SUBNET"]] + rows))
     elif ns.action == "inspect":
         import json
         print(json.dumps([networks.inspect(ref) for ref in ns.networks], indent=2))
@@ -399,11 +399,11 @@ def cmd_pull(options, args: list[str]) -> int:
 def cmd_push(options, args: list[str]) -> int:
     """`corert push [--tls-verify=false] NAME[:TAG] [REF]`: prints the manifest digest."""
     from corert.frontend.containers import data_root
-    from corert.images.registry.push import DEFAULT_CHUNK, push
+    from corert.images.registry.push import DEFAULT_CHUNK, DEFAULT_JOBS, push
     from corert.images.store import ImageStore
     p = _Parser(prog="corert push")
     p.add_argument("--tls-verify", default="true", type=_tls_verify)
-    p.add_argument("-j", "--jobs", type=int, default=3, help="parallel blob uploads")
+    p.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS, help="parallel blob uploads")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="bytes per PATCH for big blobs")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("image")

@@ -60,7 +60,7 @@ def create_from_config(store: StateStore, container_id: str, bundle: str | os.Pa
     corert.drivers.network.load_attachment(record.network).
     """
     from corert import _fastpath
-    from corert.drivers.cgroups import detect
+    from corert.drivers.cgroups import detect, placement_fds
     from corert.engine.idmap import setgroups_allowed, write_id_maps
     from corert.plan import cgroup_resources, compile_plan
 
@@ -91,25 +91,19 @@ def create_from_config(store: StateStore, container_id: str, bundle: str | os.Pa
         # that `delete --force` can clean up, cgroup included; the init dies with us (PDEATHSIG).
         store.save(record)
 
-        fifo = str(store.exec_fifo_path(container_id))
+        fifo = store.exec_fifo_path(container_id)
         os.mkfifo(fifo, 0o600)
         root_uid, root_gid = _host_ids_of_root(linux)
         if (root_uid, root_gid) != (os.geteuid(), os.getegid()):
             os.chown(fifo, root_uid, root_gid)   # the init opens it as the container's root
         fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
         undo.push("exec fifo fd", lambda: os.close(fifo_fd))
-        cgroup_fd = cgroup.into_cgroup_fd()
-        try:
-            task_fds = cgroup.self_attach_fds()
-        except BaseException:
-            if cgroup_fd >= 0:
-                os.close(cgroup_fd)
-            raise
+        cgroup_fd, task_fds = placement_fds(cgroup)
         try:
             plan, joins = compile_plan(
                 config, bundle, cgroup_mounts=cgroup.container_mounts(), cgroup_dir_fd=cgroup_fd,
                 exec_fifo=fifo, preserve_fds=preserve_fds, no_pivot=no_pivot,
-                seccomp_cache=os.path.join(store.root, "@seccomp-cache"),
+                seccomp_cache=store.seccomp_cache_dir(),
                 set_groups=setgroups_allowed(linux.get("gidMappings") or []))
             plan.stdio = stdio
             plan.cgroup_task_fds = task_fds

@@ -199,6 +199,10 @@ class StateStore:
     def exec_fifo_path(self, container_id: str) -> str:
         return os.path.join(self.container_dir(container_id), EXEC_FIFO)
 
+    def seccomp_cache_dir(self) -> str:
+        """Compiled seccomp filters, by profile hash (`@`: never a container id)."""
+        return os.path.join(self.root, "@seccomp-cache")
+
     def reserve(self, container_id: str) -> ContainerRecord:
         """Claim an id: mkdir (atomic, 0700) and write a "creating" record. ContainerExists if taken."""
         path = self.container_dir(container_id)

@@ -53,7 +53,7 @@ def commit(record: ContainerRecord, name: str | None, *, store: StateStore | Non
             upper = getattr(prepared, "upper", None)   # overlay, fuse: already in overlay form
             if upper is not None:
                 return images.add_layer_from_dir(parent, Path(upper), parent.config, name, created_by=created_by)
-            with _staging_dir(images.root) as diff_dir:
+            with images.staging() as diff_dir:
                 write_overlay_diff(prepared.rootfs, prepared.changes(), diff_dir, rootless=images.rootless)
                 return images.add_layer_from_dir(parent, diff_dir, parent.config, name, created_by=created_by)
     finally:
@@ -81,18 +81,6 @@ def _paused(store: StateStore | None, record: ContainerRecord) -> Iterator[None]
         resume(store, record.id)
 
 
-@contextmanager
-def _staging_dir(store_root: Path) -> Iterator[Path]:
-    """A dir under the store's tmp/ (named <pid>-<token>: a crash leaves it for the next open to remove)."""
-    from corert.images.formats import new_tmp_name
-    from corert.fsutil import remove_tree
-
-    path = store_root / "tmp" / new_tmp_name()
-    path.mkdir(mode=0o700, parents=True)
-    try:
-        yield path
-    finally:
-        remove_tree(path)
 
 
 def write_overlay_diff(rootfs: Path, changes: list[tuple[str, str]], out: Path, *, rootless: bool) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from corert.errors import ImageError
+from corert.fsutil import write_all
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x1f\x8b", "gzip"),
@@ -169,8 +170,5 @@ def copy_hashing(src: BinaryIO, dst_fd: int, on_read: Callable[[int], None] | No
         data = reader.read(CHUNK)
         if not data:
             break
-        view = memoryview(data)
-        while view:
-            written = os.write(dst_fd, view)
-            view = view[written:]
+        write_all(dst_fd, data)
     return reader.hexdigest(), reader.count

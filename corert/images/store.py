@@ -161,7 +161,8 @@ class ImageStore:
         self.db.execute("COMMIT")
 
     @contextmanager
-    def _staging(self) -> Iterator[Path]:
+    def staging(self) -> Iterator[Path]:
+        """A fresh dir under tmp/ (<pid>-<token>: a crash leaves it for the next open to remove)."""
         from corert.images.formats import new_tmp_name
         from corert.rootless import remove_tree  # rootless: layers hold files of subordinate ids
 
@@ -253,7 +254,7 @@ class ImageStore:
         path = Path(path)
         if name is not None:
             name = _check_name(name)
-        with self._lock(), self._staging() as tmp:
+        with self._lock(), self.staging() as tmp:
             try:
                 staging = Staging(self.root, tmp)
                 source = read_source(path, staging, name, rootless=self.rootless)
@@ -266,7 +267,7 @@ class ImageStore:
         `stage(staging)` moves them into the staging dir and returns the Source; runs under the store lock."""
         from corert.images.formats import Staging
 
-        with self._lock(), self._staging() as tmp:
+        with self._lock(), self.staging() as tmp:
             try:
                 staging = Staging(self.root, tmp)
                 return self._commit(stage(staging), staging)
@@ -458,7 +459,7 @@ class ImageStore:
             full = {"architecture": host_arch(), "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         new_name = _check_name(name) if name else None
-        with self._lock(), self._staging() as tmp:
+        with self._lock(), self.staging() as tmp:
             staging = Staging(self.root, tmp)
             new_layers = []
             if diff_dir is not None:
@@ -522,7 +523,7 @@ class ImageStore:
             if img is not None:
                 return img
             tar = busybox.build_layer()
-            with self._staging() as tmp:
+            with self.staging() as tmp:
                 staging = Staging(self.root, tmp)
                 blob = staging.put_bytes(tar)
                 source = Source(busybox.build_config(blob.hex), [SourceLayer(blob, layout.LAYER_TAR)],

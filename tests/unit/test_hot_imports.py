@@ -75,6 +75,7 @@ def test_hot_verbs_stay_light(tmp_path: Path, argv: list[str]) -> None:
     assert not (modules & COLD), f"corert {' '.join(argv)} imported {sorted(modules & COLD)}"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs real containers (root)")
 def test_run_and_create_of_a_real_bundle_stay_light(tmp_path: Path, bundle: Path) -> None:
     """The whole lifecycle of a container, each verb a fresh interpreter as engines call it."""
     root = str(tmp_path / "state")

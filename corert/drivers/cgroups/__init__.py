@@ -47,6 +47,18 @@ def load_handle(state: dict) -> "CgroupHandle":
     return get_driver(str(state.get("driver", ""))).load(state)
 
 
+def placement_fds(handle: "CgroupHandle") -> tuple[int, list[int]]:
+    """What a new child needs to land in `handle`'s cgroup by itself: clone3's CLONE_INTO_CGROUP dir fd
+    (-1 if none) and the v1 `tasks` fds it writes "0" to. ((-1, []): the caller attaches the pid.)"""
+    cgroup_fd = handle.into_cgroup_fd()
+    try:
+        return cgroup_fd, handle.self_attach_fds()
+    except BaseException:
+        if cgroup_fd >= 0:
+            os.close(cgroup_fd)
+        raise
+
+
 def _controllers(directory: str) -> list[str]:
     try:
         with open(os.path.join(directory, "cgroup.controllers")) as f:

@@ -296,7 +296,7 @@ def _is_corert_bridge(name: str) -> bool:
     return name.startswith("corert") and os.path.isdir(f"/sys/class/net/{name}/bridge")
 
 
-def _ensure_bridge(ipr, data: dict, net: BridgeNet) -> int:
+def _ensure_bridge(ipr, net: BridgeNet) -> int:
     """The bridge (up, gateway address, route_localnet), forwarding on, and the NAT table. Idempotent."""
     found = ipr.link_lookup(ifname=net.bridge)
     subnet = net.network
@@ -371,7 +371,7 @@ def plug(data: dict, net: BridgeNet, pid: int, lease: dict, ip: str, default_rou
 
     veth = lease["veth"]
     with IPRoute() as ipr:
-        bridge_index = _ensure_bridge(ipr, data, net)
+        bridge_index = _ensure_bridge(ipr, net)
         _remove_strays(ipr, data, bridge_index, net)
         ipr.link("add", ifname=veth, kind="veth", peer={"ifname": lease["ifname"], "net_ns_pid": pid})
     try:
@@ -433,12 +433,6 @@ class BridgeAttachment:
 
 def load_attachment(state: dict) -> BridgeAttachment:
     return BridgeAttachment(state)
-
-
-def leases(root: Path | None = None, bridge: str = BRIDGE) -> dict:
-    """ip -> lease of a bridge's address book (read under the lock)."""
-    with LeaseBook(root or network_root(), bridge).locked() as data:
-        return dict(data["leases"])
 
 
 def books(root: Path | str | None = None) -> list[str]:

@@ -114,13 +114,6 @@ def create(name: str, subnet: str | None = None, gateway: str | None = None, int
     return entry
 
 
-def get(name: str, registry: Registry | None = None) -> BridgeNet:
-    entry = (registry or Registry()).read()["networks"].get(name)
-    if entry is None:
-        raise UsageError(f"network {name} not found")
-    return _net(entry)
-
-
 def _find_entry(data: dict, ref: str) -> dict:
     """By name, full id or unique id prefix (as docker)."""
     networks = data["networks"]

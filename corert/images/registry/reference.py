@@ -40,9 +40,6 @@ class Reference:
         base = f"{self.registry}/{self.repository}"
         return f"{base}@{self.digest}" if self.digest and not self.tag else f"{base}:{self.tag}"
 
-    def with_tag(self, tag: str) -> "Reference":
-        return Reference(self.registry, self.repository, tag, None)
-
     def __str__(self) -> str:
         text = f"{self.registry}/{self.repository}"
         if self.tag:

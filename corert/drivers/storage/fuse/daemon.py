@@ -35,6 +35,7 @@ import trio  # noqa: E402
 from pyfuse3 import FUSEError  # noqa: E402
 
 from corert.drivers.storage.fuse import session  # noqa: E402
+from corert.drivers.cgroups import in_user_namespace  # noqa: E402
 
 from corert.drivers.storage.base import (  # noqa: E402
     OPAQUE_XATTRS,
@@ -156,14 +157,6 @@ def _rename_whiteout(src: bytes, dst: bytes) -> None:
         os.mknod(src, stat.S_IFCHR, os.makedev(0, 0))
 
 
-def _initial_user_namespace() -> bool:
-    try:
-        with open("/proc/self/uid_map") as f:
-            return f.read().split() == ["0", "0", "4294967295"]
-    except OSError:
-        return True
-
-
 class Overlay(pyfuse3.Operations):
     """pyfuse3 operations for an overlay of ``lowers`` (top-down) below ``upper``."""
 
@@ -176,7 +169,7 @@ class Overlay(pyfuse3.Operations):
         self.upper = self.roots[0]
         self.work = os.fsencode(os.path.abspath(work))
         # root of the host, not of a user namespace (a rootless daemon runs as root of one: see driver.py)
-        self.is_root = os.geteuid() == 0 and _initial_user_namespace()
+        self.is_root = os.geteuid() == 0 and not in_user_namespace()
         self.opaque_xattr = OPAQUE_XATTRS[0] if self.is_root else OPAQUE_XATTRS[1]
         self.gen = 0
         self.tmp_seq = 0
