@@ -17,7 +17,7 @@ import trio
 from corert._api.container import Container, RunResult, collect
 from corert._api.events import EventHub, EventStream
 from corert._api.process import PIPE, Stdio
-from corert.engine.state import ContainerRecord, StateStore, default_root, proc_start_time
+from corert.engine.state import ContainerRecord, StateStore, default_root, proc_start_time, process_alive
 from corert.errors import CorertError, UsageError
 from corert.images.store import Image
 
@@ -45,8 +45,7 @@ def _owner() -> dict:
 
 
 def _owner_alive(owner: dict) -> bool:
-    pid = int(owner.get("pid") or 0)
-    return pid > 0 and proc_start_time(pid) == owner.get("start")
+    return process_alive(int(owner.get("pid") or 0), owner.get("start"))   # a zombie embedder is gone too
 
 
 class Images:

@@ -324,12 +324,17 @@ class StateStore:
         return False
 
 
+def process_alive(pid: int, start: int | None) -> bool:
+    """pid still names the process that started at `start` (proc_start_time), and it is not a zombie."""
+    if pid <= 0:
+        return False
+    st = proc_stat(pid)
+    return st is not None and st[0] not in ("Z", "X", "x") and st[1] == start
+
+
 def init_alive(record: ContainerRecord) -> bool:
     """The recorded init process still exists, is not a zombie, and is the same process (start time)."""
-    if record.pid <= 0:
-        return False
-    st = proc_stat(record.pid)
-    return st is not None and st[0] not in ("Z", "X", "x") and st[1] == record.pid_start
+    return process_alive(record.pid, record.pid_start)
 
 
 def live_status(store: StateStore, record: ContainerRecord) -> str:

@@ -148,13 +148,6 @@ def load_attachment(state: dict | None):
     return getattr(importlib.import_module(module), func)(state)
 
 
-def process_running(pid: int, start: int | None) -> bool:
-    """The process (pid + start time, so a reused pid does not count) exists and is not a zombie."""
-    from corert.engine.state import proc_stat
-    st = proc_stat(pid) if pid > 0 else None
-    return st is not None and st[0] not in ("Z", "X", "x") and st[1] == start
-
-
 def bind_file(source: str, destination: str) -> dict:
     """The OCI mount of one generated file (rw like docker's, private so nothing propagates)."""
     return {"destination": destination, "type": "bind", "source": source, "options": ["rbind", "rprivate", "rw"]}

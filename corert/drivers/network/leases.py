@@ -14,8 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from corert.drivers.network import process_running
-from corert.engine.state import proc_start_time
+from corert.engine.state import proc_start_time, process_alive
 
 
 def network_root() -> Path:
@@ -86,7 +85,7 @@ def owner_stamp() -> list[int]:
 
 
 def _alive(stamp: list[int] | None) -> bool:
-    return bool(stamp) and process_running(*stamp)
+    return bool(stamp) and process_alive(*stamp)
 
 
 def is_stale(lease: dict) -> bool:

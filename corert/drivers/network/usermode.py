@@ -10,9 +10,9 @@ import signal
 import tempfile
 from pathlib import Path
 
-from corert.drivers.network import NetOptions, process_running
+from corert.drivers.network import NetOptions
 from corert.drivers.network.files import hosts_text, write_files
-from corert.engine.state import proc_start_time
+from corert.engine.state import proc_start_time, process_alive
 from corert.errors import HostUnsupported
 
 TUN = "/dev/net/tun"
@@ -68,7 +68,7 @@ def sweep_helpers() -> list[str]:
             cpid, cstart = note["container"]
         except (OSError, ValueError, KeyError):
             continue
-        if process_running(cpid, cstart):
+        if process_alive(cpid, cstart):
             continue
         stop_helper(*note["helper"])
         remove_quietly(str(note_path), str(note_path.with_suffix(".sock")))
@@ -84,7 +84,7 @@ def stop_helper(pid: int | None, start: int | None, timeout: float = 3.0) -> Non
     """SIGTERM, then SIGKILL after `timeout`, the helper (if it is still the process we started)."""
     if not pid:
         return
-    if not process_running(pid, start):
+    if not process_alive(pid, start):
         _reap(pid)
         return
     import select

@@ -35,6 +35,7 @@ from corert.drivers.storage.base import (
     unmount,
     upper_changes,
 )
+from corert.engine.state import proc_start_time, process_alive
 from corert.errors import ResourceError
 
 HANDOFF_SOCKET = "fuse.sock"   # in the storage dir: where the daemon waits for the container's /dev/fuse fd
@@ -58,24 +59,6 @@ def fuse_mount_at(path: str | Path) -> str | None:
     return None
 
 
-def _proc_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks): with the pid it names one process for good.
-    None for a missing process or a zombie (it has stopped serving)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    rest = data[data.rfind(b")") + 2:].split()
-    if rest[0] == b"Z":
-        return None
-    return int(rest[19])
-
-
-def _alive(pid: int, start_time: int) -> bool:
-    return pid > 0 and _proc_start_time(pid) == start_time
-
-
 def _unmount_fuse(path: Path) -> None:
     """Unmount the FUSE mount: umount2 as root (lazy if busy), fusermount3 (setuid helper) otherwise."""
     if os.geteuid() == 0:
@@ -94,7 +77,7 @@ def _unmount_fuse(path: Path) -> None:
 def _stop(pid: int, start_time: int) -> None:
     """SIGTERM the daemon, SIGKILL it if it lingers. Never signals a recycled pid (start time check)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _alive(pid, start_time):
+        if not process_alive(pid, start_time):
             return
         try:
             os.kill(pid, sig)
@@ -102,10 +85,10 @@ def _stop(pid: int, start_time: int) -> None:
             return
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline:
-            if not _alive(pid, start_time):
+            if not process_alive(pid, start_time):
                 return
             time.sleep(0.01)
-    if _alive(pid, start_time):
+    if process_alive(pid, start_time):
         raise ResourceError(f"storage: FUSE daemon {pid} does not exit")
 
 
@@ -193,7 +176,7 @@ class FuseRootfs(LayerRootfs):
         return {**super().state(), "pid": self.pid, "pid_start_time": self.start_time, "in_userns": self.in_userns}
 
     def daemon_alive(self) -> bool:
-        return _alive(self.pid, self.start_time)
+        return process_alive(self.pid, self.start_time)
 
     def usage(self) -> int:
         if self.in_userns:
@@ -320,7 +303,7 @@ class FuseOverlayDriver(StorageDriver):
                 word, _, rest = line.partition(" ")
                 if word in ("pid", "ok") and rest.strip().isdigit():
                     rootfs.pid = int(rest)
-                    rootfs.start_time = _proc_start_time(rootfs.pid) or 0
+                    rootfs.start_time = proc_start_time(rootfs.pid) or 0
                     mounted = mounted or word == "ok"
                 elif word == "error":
                     message = rest
