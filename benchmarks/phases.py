@@ -25,11 +25,12 @@ LAUNCH = [PY, "-I", "-S"]
 
 
 def _prelude() -> str:
-    """The launcher's sys.path line (parent side only: sysconfig is not something the CLI imports)."""
-    import sysconfig
+    """What the installed launcher runs first: site-packages on sys.path and its code bundle's finder
+    (parent side only: the launcher module is not something the CLI imports)."""
+    from corert.cli.launcher import BUNDLE_SUFFIX, prelude, site_paths
 
-    paths = sorted({sysconfig.get_paths()[k] for k in ("purelib", "platlib")})
-    return f"import sys; sys.path.extend({paths!r})\n"
+    bundle = os.path.join(sys.prefix, "bin", "corert") + BUNDLE_SUFFIX
+    return prelude(bundle if os.path.exists(bundle) else None, site_paths())
 ID = "corert-phases"
 
 # (label, module, attribute path): wrapped in the child; order is the order of the table.

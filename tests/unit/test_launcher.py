@@ -35,3 +35,70 @@ def test_unknown_verb_exit_code_through_the_launcher(tmp_path: Path) -> None:
                          capture_output=True, text=True, env={}, timeout=60)
     assert out.returncode == 1
     assert out.stderr.strip() == "corert: container 'nosuch' does not exist"
+
+
+def _copy_of_installed_corert(dest: Path) -> Path:
+    """A private site-packages holding a copy of the installed corert (the test edits its sources)."""
+    import shutil
+
+    import corert
+
+    site = dest / "site"
+    shutil.copytree(Path(corert.__file__).parent, site / "corert",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return site
+
+
+# Run through the launcher's own script body: which loader each module came from.
+_PROBE = """
+import corert.cli.lifecycle, corert.engine.state
+for name in ("corert", "corert.cli.lifecycle", "corert.engine.state"):
+    print(name, type(sys.modules[name].__spec__.loader).__name__, getattr(sys.modules[name], "MARK", "-"))
+print("file", sys.modules["corert.engine.state"].__file__)
+"""
+
+
+def _loaders(script: Path) -> dict[str, list[str]]:
+    probe = script.read_text().replace("console_main()\n", _PROBE)
+    probe_script = script.with_name("probe")
+    probe_script.write_text(probe)
+    out = subprocess.run([sys.executable, "-I", "-S", str(probe_script)], capture_output=True, text=True,
+                         env={}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines()}
+
+
+def test_modules_come_from_the_bundle_until_their_source_changes(tmp_path: Path) -> None:
+    site = _copy_of_installed_corert(tmp_path)
+    script = tmp_path / "corert"
+    launcher.install(str(script), paths=[str(site)])
+    assert (tmp_path / "corert.bundle").stat().st_size > 100_000
+    loaders = _loaders(script)
+    assert loaders["corert"] == ["_CodeBundle", "-"]
+    assert loaders["corert.cli.lifecycle"] == ["_CodeBundle", "-"]
+    assert loaders["corert.engine.state"] == ["_CodeBundle", "-"]
+    assert loaders["file"] == [str(site / "corert" / "engine" / "state.py")]
+
+    # An edited module is read from its file again; the others still come from the bundle.
+    state_py = site / "corert" / "engine" / "state.py"
+    state_py.write_text(state_py.read_text() + "\nMARK = 'edited'\n")
+    loaders = _loaders(script)
+    assert loaders["corert.engine.state"] == ["SourceFileLoader", "edited"]
+    assert loaders["corert.cli.lifecycle"] == ["_CodeBundle", "-"]
+
+    # The CLI still works through the launcher with a bundle that is partly stale.
+    out = subprocess.run([str(script), "--root", str(tmp_path / "state"), "state", "nosuch"],
+                         capture_output=True, text=True, env={}, timeout=60)
+    assert (out.returncode, out.stderr.strip()) == (1, "corert: container 'nosuch' does not exist")
+
+
+def test_a_broken_bundle_is_ignored(tmp_path: Path) -> None:
+    site = _copy_of_installed_corert(tmp_path)
+    script = tmp_path / "corert"
+    launcher.install(str(script), paths=[str(site)])
+    (tmp_path / "corert.bundle").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not marshal")
+    assert _loaders(script)["corert.engine.state"] == ["SourceFileLoader", "-"]
+    (tmp_path / "corert.bundle").unlink()
+    assert _loaders(script)["corert.engine.state"] == ["SourceFileLoader", "-"]
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, env={}, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("corert version "), out.stderr
