@@ -13,6 +13,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # --import-mode=importlib adds no rootdir
 from bundles import Runner, compile_floor, make_bundle  # noqa: E402
 
+import corert  # noqa: E402
+
+# What gets measured is the installed corert (built: its Cython modules exist only there), never a source
+# checkout that `python -m pytest` in the checkout would put first on sys.path: run with `python -P`.
+if "site-packages" not in corert.__file__:
+    raise SystemExit(f"benchmarks: corert imported from {corert.__file__}, not the installed package; "
+                     "run them as benchmarks/run does (.venv/bin/python -P -m pytest ...)")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _root_only():

@@ -344,6 +344,50 @@ def test_rename_file_and_dir(mounted, stack: list[Path]) -> None:
     assert e.value.errno == errno.ENOTEMPTY
 
 
+def test_listings_come_from_the_kernels_readdir_cache(mounted, stack: list[Path]) -> None:
+    """The daemon's OPENDIR replies turn the kernel's readdir cache on (dircache.py): a second listing is
+    answered by the kernel, and a change made through the mount drops the cached listing."""
+    d = mounted.rootfs / "d"
+    assert sorted(os.listdir(d)) == ["sub", "y"]
+    # Behind the daemon's back (a layer is never changed while mounted; here it shows who answers), with
+    # the directory's mtime put back so the kernel has no reason to ask again.
+    layer_dir = stack[1] / "d"
+    before = os.stat(layer_dir)
+    write(layer_dir / "behind", "not seen while the listing is cached\n")
+    os.utime(layer_dir, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert sorted(os.listdir(d)) == ["sub", "y"]
+    assert sorted(os.listdir(d)) == ["sub", "y"]
+    # Changes through the mount invalidate it, for each kind of change.
+    write(d / "made", "through the mount\n")
+    assert sorted(os.listdir(d)) == ["behind", "made", "sub", "y"]
+    os.unlink(d / "made")
+    assert sorted(os.listdir(d)) == ["behind", "sub", "y"]
+    os.rename(d / "y", mounted.rootfs / "y-moved")
+    assert sorted(os.listdir(d)) == ["behind", "sub"]
+    os.mkdir(d / "nd")
+    os.symlink("sub", d / "ln")
+    assert sorted(os.listdir(d)) == ["behind", "ln", "nd", "sub"]
+    os.rmdir(d / "nd")
+    os.link(mounted.rootfs / "y-moved", d / "hard")
+    assert sorted(os.listdir(d)) == ["behind", "hard", "ln", "sub"]
+    os.rename(mounted.rootfs / "top", d / "ln")  # replaces an entry
+    assert sorted(os.listdir(d)) == ["behind", "hard", "ln", "sub"]
+    assert (d / "ln").read_text() == "top\n"
+
+
+def test_daemon_never_imports_from_the_callers_cwd(tmp_path: Path, stack: list[Path], monkeypatch) -> None:
+    """`corert run` starts the daemon in the user's cwd: a `corert` package there must not be what runs."""
+    fake = tmp_path / "cwd" / "corert"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise SystemExit('corert imported from the cwd')\n")
+    monkeypatch.chdir(fake.parent)
+    rootfs = FuseOverlayDriver(python=PYTHON).prepare("corert-test-cwd", stack, tmp_path / "corert-cwd")
+    try:
+        assert (rootfs.rootfs / "top").read_text() == "top\n"
+    finally:
+        rootfs.teardown()
+
+
 def test_xattrs_modes_owners_links(mounted, stack: list[Path]) -> None:
     m = mounted.rootfs
     os.setxattr(m / "d/y", "user.k", b"v")

@@ -26,7 +26,7 @@ import stat
 import sys
 from typing import Callable, Optional
 
-from corert.drivers.storage.fuse import lean
+from corert.drivers.storage.fuse import dircache, lean
 
 lean.defer()  # before trio: what it imports but we never use stays unloaded
 
@@ -181,8 +181,8 @@ class Overlay(pyfuse3.Operations):
         self.nodes.put(root)
         self.idents: dict[tuple[int, int], Node] = {}      # hard-linked backing files -> node
         self.files: dict[int, int] = {}                    # open fd (= fh) -> inode
-        self.dirs: dict[int, tuple[int, list[bytes]]] = {}  # dir handle -> (inode, names snapshot)
-        self.next_dh = 1
+        self.dirs: dict[int, tuple[int, list[bytes] | None]] = {}  # dir handle -> (inode, names snapshot)
+        self.next_dh = dircache.DIR_HANDLE_TAG  # tagged: the OPENDIR reply turns the readdir cache on
         self.link_index: dict[int, dict[tuple[int, int], list[bytes]]] = {}
         self.read_buf = bytearray(0)
         self._clean_work()
@@ -1002,16 +1002,20 @@ class Overlay(pyfuse3.Operations):
 
     @_guard
     def opendir(self, inode, ctx):  # type: ignore[no-untyped-def]
-        node = self._node(inode)
+        self._node(inode)
         dh = self.next_dh
         self.next_dh += 1
-        self.dirs[dh] = (inode, self._list(node))
+        # Listed at the first READDIR: with the kernel's readdir cache, most opens never read.
+        self.dirs[dh] = (inode, None)
         return dh
 
     @_guard
     def readdir(self, fh, start_id, token):  # type: ignore[no-untyped-def]
         ino, names = self.dirs[fh]
         node = self._node(ino)
+        if names is None:
+            names = self._list(node)
+            self.dirs[fh] = (ino, names)
         if start_id == 0:
             if not pyfuse3.readdir_reply(token, b".", self._attr(node, self._stat(node)), 1):
                 return

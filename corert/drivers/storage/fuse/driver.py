@@ -237,7 +237,8 @@ class FuseOverlayDriver(StorageDriver):
         return self.rootless and os.geteuid() != 0
 
     def daemon_argv(self, layers: list[Path], container_dir: Path, handoff: bool = False) -> list[str]:
-        argv = [self.python, "-m", "corert.drivers.storage.fuse", "--daemonize", "--ready-fd", "1",
+        # -P: the cwd (the user's) is not put on sys.path, so a `corert` directory there is never what runs
+        argv = [self.python, "-P", "-m", "corert.drivers.storage.fuse", "--daemonize", "--ready-fd", "1",
                 "--log", str(container_dir / "fuse.log"), "--upper", str(container_dir / "upper"),
                 "--work", str(container_dir / "work")]
         for layer in layers:
