@@ -96,7 +96,7 @@ def create_managed(store: StateStore, image_ref: str, opts: RunOptions, *, name:
         with UndoStack() as undo:
             container_dir.mkdir(parents=True, mode=0o700)
             undo.push("container directory", lambda: remove_tree(container_dir))
-            driver = get_driver(storage, rootless=rootless)
+            driver = get_driver(storage, rootless=rootless, volatile=auto_remove)
             prepared = driver.prepare(container_id, layers, container_dir / "storage")
             undo.push("rootfs", prepared.teardown)
             network = prepare_network(store, opts, container_id, container_dir, name)

@@ -478,3 +478,41 @@ def test_vfs_teardown_never_deletes_through_a_leftover_bind(stack, tmp_path):
     p.teardown()
     assert not (tmp_path / "corert-bind").exists()
     assert (host_dir / "precious").read_text() == "keep me\n"
+
+
+# --- volatile (`run --rm`): copy-ups without fsync ---------------------------------------------------------
+
+def _root_mount_options(front, *run_args: str) -> list[str]:
+    """The options of / inside a front-door container (its mountinfo's super options)."""
+    r = front("run", *run_args, "busybox", "cat", "/proc/self/mountinfo")
+    assert r.returncode == 0, r.stderr
+    root = next(line for line in r.stdout.splitlines() if line.split()[4] == "/")
+    return root.split(" - ")[1].split()[2].split(",")
+
+
+def _volatile(options: list[str]) -> bool:
+    return "volatile" in options or "fsync=volatile" in options   # newer kernels show the fsync= form
+
+
+def test_run_rm_mounts_the_kernel_overlay_volatile(front):
+    assert _volatile(_root_mount_options(front, "--rm", "--storage=overlay"))
+    assert not _volatile(_root_mount_options(front, "--storage=overlay", "--name", "kept"))
+    front.ok("rm", "kept")
+    front.assert_clean()
+
+
+@pytest.mark.parametrize("driver_name", ["overlay", "fuse"])
+def test_volatile_copy_up_is_still_a_whole_copy(driver_name, stack, prepare):
+    p = prepare(get_driver(driver_name, volatile=True), stack, f"volatile-{driver_name}")
+    if driver_name == "fuse":   # told to the daemon; the copy-up below then runs without its fsync
+        with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+            assert b"--volatile" in f.read().split(b"\0")
+    else:
+        with open("/proc/self/mountinfo") as f:
+            line = next(line for line in f if line.split()[4] == str(p.rootfs))
+        assert _volatile(line.split()[-1].split(","))
+    before = (p.rootfs / "etc/passwd").read_bytes()
+    with open(p.rootfs / "etc/passwd", "ab") as f:
+        f.write(b"appended\n")
+    assert (p.rootfs / "etc/passwd").read_bytes() == before + b"appended\n"
+    assert (p.rootfs.parent / "upper/etc/passwd").read_bytes() == before + b"appended\n"

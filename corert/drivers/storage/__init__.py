@@ -33,8 +33,9 @@ def default_driver_name() -> str:
     return os.environ.get(ENV_DRIVER) or DEFAULT_DRIVER
 
 
-def get_driver(name: str | None = None, *, rootless: bool = False) -> StorageDriver:
-    """The driver registered as `name` (None: $CORERT_STORAGE_DRIVER, else DEFAULT_DRIVER)."""
+def get_driver(name: str | None = None, *, rootless: bool = False, volatile: bool = False) -> StorageDriver:
+    """The driver registered as `name` (None: $CORERT_STORAGE_DRIVER, else DEFAULT_DRIVER); volatile: see
+    StorageDriver.volatile."""
     name = name or default_driver_name()
     try:
         module_name, class_name = DRIVERS[name]
@@ -50,6 +51,7 @@ def get_driver(name: str | None = None, *, rootless: bool = False) -> StorageDri
         raise HostUnsupported(f"storage driver {name!r} is not available: {e}") from None
     driver = cls()
     driver.rootless = rootless
+    driver.volatile = volatile
     return driver
 
 

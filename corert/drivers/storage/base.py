@@ -84,6 +84,10 @@ class StorageDriver:
 
     name: str = ""
     rootless: bool = False
+    # The container goes when it stops (`run --rm`): its writes need not survive a power loss, so copy-ups
+    # skip their fsync (kernel overlayfs' `volatile`, which podman uses for --rm containers). A crash of
+    # corert or of the FUSE daemon still never leaves a half-copied file in place (copy, then rename).
+    volatile: bool = False
 
     def prepare(self, container_id: str, layers: list[Path], container_dir: Path) -> PreparedRootfs:
         """Build the rootfs under container_dir; on failure undo everything and raise ResourceError."""

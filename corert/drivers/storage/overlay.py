@@ -83,9 +83,8 @@ class OverlayDriver(StorageDriver):
         """Mount options besides the dirs. index/redirect/metacopy off keep the upper dir a plain,
         portable diff that changes() can read and that never ties the shared lower layers to one mount.
         userxattr (rootless) stores overlay metadata in user.* and forbids redirect/metacopy itself."""
-        if self.rootless:
-            return ["index=off", "userxattr"]
-        return ["index=off", "redirect_dir=off", "metacopy=off"]
+        opts = ["index=off", "userxattr"] if self.rootless else ["index=off", "redirect_dir=off", "metacopy=off"]
+        return opts + ["volatile"] if self.volatile else opts
 
     def in_child(self) -> bool:
         """An unprivileged user cannot mount overlayfs here, but may inside the container's own user and

@@ -30,6 +30,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--log", help="redirect stdout/stderr to this file (append)")
     p.add_argument("--handoff", metavar="SOCKET", help="serve the /dev/fuse fd a container sends on SOCKET "
                    "instead of mounting (MOUNTPOINT is informational)")
+    p.add_argument("--volatile", action="store_true", help="copy-ups are not fsynced (a container removed "
+                   "when it stops): still atomic, not durable across a power loss")
     p.add_argument("mountpoint")
     return p.parse_args(argv)
 
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.handoff:
         return _serve_handoff(args, serve, ready)
     try:
-        return serve(args.upper, args.work, args.lower, args.mountpoint, ready)
+        return serve(args.upper, args.work, args.lower, args.mountpoint, ready, volatile=args.volatile)
     except Exception as e:
         ready(f"error {e}")
         raise
@@ -151,7 +153,7 @@ def _serve_handoff(args: argparse.Namespace, serve, ready) -> int:
         if not line.startswith("ok"):
             print(line, file=sys.stderr)
 
-    return serve(args.upper, args.work, args.lower, f"/dev/fd/{fd}", answer)
+    return serve(args.upper, args.work, args.lower, f"/dev/fd/{fd}", answer, volatile=args.volatile)
 
 
 if __name__ == "__main__":

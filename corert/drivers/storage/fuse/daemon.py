@@ -30,7 +30,8 @@ from corert.drivers.storage.fuse import dircache, lean
 
 lean.defer()  # before trio: what it imports but we never use stays unloaded
 
-import pyfuse3  # noqa: E402
+with lean.no_package_metadata():
+    import pyfuse3  # noqa: E402
 import trio  # noqa: E402
 from pyfuse3 import FUSEError  # noqa: E402
 
@@ -163,8 +164,9 @@ class Overlay(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, upper: str, work: str, lowers_topdown: list[str]) -> None:
+    def __init__(self, upper: str, work: str, lowers_topdown: list[str], volatile: bool = False) -> None:
         super().__init__()
+        self.volatile = volatile  # copy-ups skip their fsync (StorageDriver.volatile)
         self.roots = [os.fsencode(os.path.abspath(p)) for p in [upper, *lowers_topdown]]
         self.upper = self.roots[0]
         self.work = os.fsencode(os.path.abspath(work))
@@ -490,7 +492,8 @@ class Overlay(pyfuse3.Operations):
                 raise  # rootless: files stay owned by the daemon's user
 
     def _clone(self, src: bytes, dst: bytes, st: os.stat_result, data: bool = True) -> None:
-        """Copy one entry (not a dir's contents) with data, owner, mode, xattrs and times; fsync files.
+        """Copy one entry (not a dir's contents) with data, owner, mode, xattrs and times; fsync files
+        (unless volatile).
 
         data=False copies a regular file as empty (its caller truncates it anyway)."""
         mode = stat.S_IMODE(st.st_mode)
@@ -505,7 +508,8 @@ class Overlay(pyfuse3.Operations):
                     os.fchmod(fout, mode)  # after chown, which clears set-id bits
                     self._copy_xattrs(fin, fout)
                     os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
-                    os.fsync(fout)
+                    if not self.volatile:
+                        os.fsync(fout)  # durable before the rename makes it the file (kernel overlayfs too)
                 finally:
                     os.close(fout)
             finally:
@@ -1123,8 +1127,9 @@ async def _serve(state: dict) -> None:
 
 
 def serve(upper: str, work: str, lowers_bottom_first: list[str], mountpoint: str,
-          ready: Optional[Callable[[str], None]] = None) -> int:
-    """Mount and serve until unmounted or signalled. ``ready`` gets "ok PID" or "error MSG" once."""
+          ready: Optional[Callable[[str], None]] = None, volatile: bool = False) -> int:
+    """Mount and serve until unmounted or signalled. ``ready`` gets "ok PID" or "error MSG" once.
+    volatile: copy-ups skip their fsync (StorageDriver.volatile)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # a stop request before trio runs must not kill us
     import resource
 
@@ -1133,7 +1138,7 @@ def serve(upper: str, work: str, lowers_bottom_first: list[str], mountpoint: str
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.umask(0)  # modes we create are exactly those the caller asked for (the kernel applied its umask)
-    ops = Overlay(upper, work, list(reversed(lowers_bottom_first)))
+    ops = Overlay(upper, work, list(reversed(lowers_bottom_first)), volatile)
     try:
         pyfuse3.init(ops, mountpoint, mount_options(ops.is_root))
     except Exception as e:

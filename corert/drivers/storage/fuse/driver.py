@@ -245,6 +245,8 @@ class FuseOverlayDriver(StorageDriver):
             argv += ["--lower", str(layer)]
         if handoff:
             argv += ["--handoff", str(container_dir / HANDOFF_SOCKET)]
+        if self.volatile:
+            argv.append("--volatile")
         return argv + [str(container_dir / "merged")]
 
     def prepare(self, container_id: str, layers: list[Path], container_dir: Path) -> FuseRootfs:
