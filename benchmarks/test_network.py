@@ -18,14 +18,13 @@ import os
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from bundles import CORERT, ROUNDS, settle
-from support import BUSYBOX, make_test_user, remove_test_user, user_runtime_dir
+from support import BUSYBOX, make_test_user, remove_test_user, user_runtime_dir, wait_for
 
 ROOT_DRIVERS = ["none", "host", "bridge"]
 ROOTLESS_DRIVERS = ["none", "slirp", "pasta"]
@@ -157,14 +156,6 @@ def _listening(proc_net_tcp: str, port: int) -> bool:
     return False
 
 
-def _wait(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not ready after {timeout:.0f} s")
-        time.sleep(0.05)
-
-
 def read_all(port: int) -> int:
     """One timed round: connect to 127.0.0.1:port and read to EOF. Returns the byte count."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
@@ -198,8 +189,8 @@ class ContainerServer:
         self.before()
         _ok(self.cli("run", "-d", "--name", SERVER_NAME, f"--net={self.net}", "-p", f"{self.port}:{CTR_PORT}",
                      "busybox", "sh", "-c", SERVER.format(bb="", mib=PAYLOAD_MIB, port=CTR_PORT)))
-        _wait(lambda: _listening(_run(self.cli("exec", SERVER_NAME, "cat", *PROC_TCP)).stdout, CTR_PORT),
-              f"nc in container {SERVER_NAME}")
+        wait_for(lambda: _listening(_run(self.cli("exec", SERVER_NAME, "cat", *PROC_TCP)).stdout, CTR_PORT),
+                 f"nc in container {SERVER_NAME}")
         settle()
 
     def close(self) -> None:
@@ -246,7 +237,7 @@ def test_throughput_loopback_reference(benchmark) -> None:
         server = SERVER.format(bb=f"{BUSYBOX} ", mib=PAYLOAD_MIB, port=port)
         procs.append(subprocess.Popen([BUSYBOX, "sh", "-c", server], stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL))
-        _wait(lambda: _listening("".join(Path(p).read_text() for p in PROC_TCP), port), "nc on the host")
+        wait_for(lambda: _listening("".join(Path(p).read_text() for p in PROC_TCP), port), "nc on the host")
         settle()
 
     try:

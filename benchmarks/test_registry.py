@@ -9,22 +9,19 @@ rounds is not timed. Both run the same session, on the same registry, against th
 """
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import json
 import os
 import random
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))   # the registry fixture's home
 from integration.test_registry import REGISTRY_BIN, Registry  # noqa: E402
+from support import image_config, make_tar, write_oci_layout  # noqa: E402
 
 LAYERS = 4
 LAYER_MB = 25
@@ -36,49 +33,20 @@ REF_PATH = "bench/pull:1"
 
 def _layer(rng: random.Random, index: int) -> bytes:
     mean = LAYER_MB * 1024 * 1024 // PULL_FILES
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        info = tarfile.TarInfo(f"data{index}")
-        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_600_000_000
-        tf.addfile(info)
-        for i in range(PULL_FILES):
-            data = rng.randbytes(rng.randint(0, 2 * mean))
-            info = tarfile.TarInfo(f"data{index}/f{i:04d}")
-            info.size, info.mode, info.mtime = len(data), 0o644, 1_600_000_000
-            tf.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+    files = [("file", f"data{index}/f{i:04d}", {"data": rng.randbytes(rng.randint(0, 2 * mean))})
+             for i in range(PULL_FILES)]
+    return make_tar([("dir", f"data{index}"), *files])
 
 
 def _write_layout(dest: Path) -> int:
     """An OCI layout of the bench image (LAYERS data layers, gzip level 1); returns the layer blob bytes."""
     rng = random.Random(0)
-    blobs = dest / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
     tars = [_layer(rng, i) for i in range(LAYERS)]
-    descs, total = [], 0
-    for t in tars:
-        blob = gzip.compress(t, compresslevel=1, mtime=0)
-        h = hashlib.sha256(blob).hexdigest()
-        (blobs / h).write_bytes(blob)
-        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": f"sha256:{h}",
-                      "size": len(blob)})
-        total += len(blob)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
-                         "rootfs": {"type": "layers",
-                                    "diff_ids": [f"sha256:{hashlib.sha256(t).hexdigest()}" for t in tars]}}).encode()
-    ch = hashlib.sha256(config).hexdigest()
-    (blobs / ch).write_bytes(config)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                      "digest": f"sha256:{ch}", "size": len(config)},
-                           "layers": descs}).encode()
-    mh = hashlib.sha256(manifest).hexdigest()
-    (blobs / mh).write_bytes(manifest)
-    (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": f"sha256:{mh}",
-         "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": "1"}}]}))
-    return total
+    write_oci_layout(dest, tars, config=image_config(tars, ("/bin/sh",), full=False), compresslevel=1, ref="1",
+                     ref_key="org.opencontainers.image.ref.name")
+    index = json.loads((dest / "index.json").read_text())
+    manifest = json.loads((dest / "blobs" / index["manifests"][0]["digest"].replace(":", "/")).read_text())
+    return sum(layer["size"] for layer in manifest["layers"])
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Helpers shared by the cgroup suites: the v1 driver on this host (tests/integration/test_cgroups_v1.py,
-test_cgroups_cli.py) and the v2 driver in the qemu guest (tests/vm/guest/test_v2.py)."""
+test_cgroups_cli.py) and the v2 driver in the qemu guest (tests/vm/guest/test_v2.py); cgroup_dir also serves
+the engine tests."""
 from __future__ import annotations
 
 import subprocess
@@ -7,6 +8,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from support import poll
 
 SH = "/bin/sh"
 _ids = iter(range(10**6))
@@ -24,12 +27,25 @@ def kv(path: Path | str) -> dict[str, int]:
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 60.0) -> bool:
     """True once predicate holds; False after timeout s (generous: the guest runs under TCG)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return bool(poll(predicate, timeout=timeout, interval=0.02))
+
+
+def cgroup_dir(pid: int, controller: str) -> Path | None:
+    """The host dir of pid's cgroup in the v1 hierarchy of `controller`, through that hierarchy's mount: where
+    the kernel keeps its limits (None where pid is gone or no v1 hierarchy has the controller)."""
+    from corert.drivers.cgroups._util import cgroup_mounts
+    from corert.drivers.cgroups.convert import host_dir, parse_proc_cgroup
+
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            path = parse_proc_cgroup(f.read()).get(controller)
+    except FileNotFoundError:
+        return None
+    if path is not None:
+        for fstype, mountpoint, root, controllers in cgroup_mounts():
+            if fstype == "cgroup" and controller in controllers:
+                return Path(host_dir(mountpoint, root, path))
+    return None
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CORERT, Cli, bundle_config, leaks, make_busybox_rootfs, snapshot, write_config
+from support import CORERT, Cli, Front, bundle_config, leaks, make_busybox_rootfs, snapshot, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +61,11 @@ def runc(tmp_path) -> Cli:
     cli = Cli(shutil.which("runc") or "/usr/sbin/runc", tmp_path / "runc-state")
     yield cli
     cli.cleanup()
+
+
+@pytest.fixture
+def front(tmp_path) -> Front:
+    """The front door with its own state root and image store under tmp_path; what a test left goes after."""
+    f = Front(tmp_path)
+    yield f
+    f.cleanup()

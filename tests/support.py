@@ -1,13 +1,22 @@
-"""Test helpers shared by every suite: the corert CLI wrapper, busybox rootfs/bundles, leak snapshots."""
+"""Test helpers shared by every suite: the corert CLI wrappers, busybox rootfs/bundles, leak snapshots, polling,
+processes, test users, image archives."""
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
+import time
 from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+T = TypeVar("T")
 
 VENV_BIN = Path(sys.executable).parent
 CORERT = str(VENV_BIN / "corert")
@@ -37,29 +46,68 @@ def _netns() -> set[str]:
     return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
 
 
-def _children() -> set[int]:
-    me = os.getpid()
-    kids = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == me and fields[0] != "Z":
-                    kids.add(int(entry))
-            except (OSError, IndexError):
-                continue
-    return kids
-
-
 def snapshot() -> dict:
     """What a test could leak: mounts, corert cgroups, links, netns, live child processes."""
     return {"mounts": _mounts(), "cgroups": _corert_cgroups(), "links": _links(), "netns": _netns(),
-            "children": _children()}
+            "children": children()}
 
 
 def leaks(before: dict, after: dict) -> dict:
     return {k: sorted(map(str, after[k] - before[k])) for k in before if after[k] - before[k]}
+
+
+# ---- processes ------------------------------------------------------------------------------------------
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...); None once pid is gone.
+    Split at the last ")": a command name may hold spaces and parentheses."""
+    try:
+        with open(f"/proc/{pid}/stat", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def exited(pid: int) -> bool:
+    """pid is gone or a zombie: it has ended, whether or not its parent reaped it yet."""
+    fields = proc_stat(pid)
+    return fields is None or fields[0] == "Z"
+
+
+def children(zombies: bool = False) -> set[int]:
+    """This process's live children; with zombies, those that ended and were not reaped instead."""
+    me = str(os.getpid())
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = proc_stat(int(entry))
+            if fields is not None and fields[1] == me and (fields[0] == "Z") == zombies:
+                found.add(int(entry))
+    return found
+
+
+# ---- polling --------------------------------------------------------------------------------------------
+WAIT = 30.0   # upper bound of a wait for a state: it only bounds a hang, never asserts on speed
+
+
+def poll(fetch: Callable[[], T], until: Callable[[T], Any] = bool, timeout: float = WAIT,
+         interval: float = 0.05) -> T:
+    """fetch() every interval s until until(its value) holds or timeout s have passed; the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if until(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def wait_for(fetch: Callable[[], T], what: str = "condition", *, until: Callable[[T], Any] = bool,
+             timeout: float = WAIT, interval: float = 0.05) -> T:
+    """poll() that must get there: the value until() accepted, else AssertionError naming what (and, with
+    an until of its own, the last value)."""
+    value = poll(fetch, until, timeout, interval)
+    if not until(value):
+        raise AssertionError(f"timed out waiting for {what}" + ("" if until is bool else f": {value}"))
+    return value
 
 
 def make_busybox_rootfs(dest: Path) -> Path:
@@ -135,6 +183,58 @@ class Cli:
                     self("delete", "--force", entry.name)
 
 
+class Front:
+    """The installed corert's front door (run, ps, rm, images, ...) with a private state root (base/state) and
+    image store ($CORERT_DATA_ROOT: data, else base/data)."""
+
+    def __init__(self, base: Path, data: Path | None = None, *, storage_from_env: bool = False) -> None:
+        self.base = base
+        self.state_root = base / "state"
+        self.state_root.mkdir(mode=0o700)
+        self.data = data or base / "data"
+        self.env = {**os.environ, "CORERT_DATA_ROOT": str(self.data)}
+        if not storage_from_env:   # the default driver unless a run says --storage: tests name what they check
+            self.env.pop("CORERT_STORAGE_DRIVER", None)
+        self.cli = Cli(CORERT, self.state_root)
+
+    def __call__(self, *args: str, **kw: Any) -> subprocess.CompletedProcess:
+        return self.cli(*args, env=self.env, **kw)
+
+    def ok(self, *args: str, **kw: Any) -> str:
+        """The stdout of a command that must succeed."""
+        r = self(*args, **kw)
+        assert r.returncode == 0, f"corert {' '.join(args)} exited {r.returncode}: {r.stderr}"
+        return r.stdout
+
+    def ps(self, *flags: str) -> list[dict]:
+        """`corert ps` rows as dicts (columns split on runs of 3+ spaces, as the table is printed)."""
+        import re
+
+        lines = self.ok("ps", *flags).splitlines()
+        header = re.split(r"\s{3,}", lines[0].strip())
+        return [dict(zip(header, re.split(r"\s{3,}", line.strip()))) for line in lines[1:]]
+
+    def remove_containers(self) -> None:
+        """`rm -f` every container `ps -a` lists."""
+        for ref in self("ps", "-aq").stdout.split():
+            self("rm", "-f", ref)
+
+    def cleanup(self) -> None:
+        """Remove what a test left (its containers, then any state), so one failure does not cascade."""
+        self.remove_containers()
+        self.cli.cleanup()
+
+    def assert_clean(self) -> None:
+        """No container state, container data dir, staging dir or mount left by the front door."""
+        assert [e for e in os.listdir(self.state_root) if not e.startswith("@")] == []
+        for sub in ("containers", "tmp"):
+            d = self.data / sub
+            assert not d.exists() or os.listdir(d) == [], f"{d} not empty: {os.listdir(d)}"
+        with open("/proc/self/mountinfo") as f:
+            assert str(self.base) + "/" not in f.read()
+        assert self.ps("-a") == []
+
+
 # ---- test users --------------------------------------------------------------------------------------------
 SUBID_FILES = ("/etc/subuid", "/etc/subgid")
 
@@ -172,7 +272,6 @@ def remove_test_user(name: str) -> None:
     """Kill the user's processes, delete it with its home and runtime dir, drop its subordinate ids."""
     import pwd
     import signal
-    import time
 
     try:
         entry = pwd.getpwnam(name)
@@ -211,6 +310,40 @@ def make_test_user(name: str, subids: str | None, home: bool = True, shell: str 
     return pwd.getpwnam(name)
 
 
+def run_as_user(entry, *cmd: str, timeout: float = 120, cwd: str | None = None,  # noqa: ANN001 - pwd entry
+                via: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """cmd run by the test user (runuser: no password, no PAM session), output captured. `via`: a command run
+    as root first that execs the rest (e.g. into a private mount namespace)."""
+    return subprocess.run([*via, "runuser", "-u", entry.pw_name, "--", *cmd], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def as_user(entry, *args: str, spy: Path | None = None,  # noqa: ANN001 - pwd entry
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    """The installed corert run by the test user, in a clean environment with its own XDG_RUNTIME_DIR. With
+    `spy`, in a private mount namespace where /usr/bin/fusermount3 is `spy` (libfuse runs it by that absolute
+    path): the host's files stay as they are."""
+    runtime_dir = user_runtime_dir(entry.pw_uid)
+    os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
+    os.chown(runtime_dir, entry.pw_uid, entry.pw_gid)
+    env = {"PATH": "/usr/bin:/bin", "HOME": entry.pw_dir, "USER": entry.pw_name, "XDG_RUNTIME_DIR": runtime_dir}
+    via = () if spy is None else ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                  'mount --bind "$0" /usr/bin/fusermount3 && exec "$@"', str(spy))
+    return run_as_user(entry, "env", *[f"{k}={v}" for k, v in env.items()], CORERT, *args, timeout=timeout,
+                       cwd="/", via=via)
+
+
+def user_processes(uid: int, settle: float = 0.0, only: tuple[str, ...] = ()) -> list[str]:
+    """uid's live processes as "pid stat args" lines (zombies only wait to be reaped: left out), those whose
+    line names one of `only` if given; after at most `settle` s for them to end (they may get SIGTERM first)."""
+    def live() -> list[str]:
+        out = subprocess.run(["ps", "-u", str(uid), "-o", "pid=,stat=,args="], capture_output=True, text=True)
+        return [line for line in out.stdout.splitlines()
+                if line.strip() and "Z" not in line.split()[1] and (not only or any(w in line for w in only))]
+
+    return poll(live, until=lambda found: not found, timeout=settle, interval=0.1)
+
+
 def http_get(host: str, port: int) -> str:
     """The body's last line of GET / from host:port, or the error (this machine's own addresses only)."""
     try:
@@ -224,3 +357,116 @@ def http_get(host: str, port: int) -> str:
     lines = data.decode(errors="replace").strip().splitlines()
     # An empty reply: a port forwarder (slirp4netns, pasta) accepted before the server listened.
     return lines[-1] if lines else "error: empty reply"
+
+
+# ---- image archives -------------------------------------------------------------------------------------
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tar_bytes(members: Iterable[tuple[tarfile.TarInfo, bytes]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    """A tar archive of (header, content) pairs; the content counts for regular files only."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
+    return buf.getvalue()
+
+
+def make_tar(entries: list[tuple], *, fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    """entries: (kind, name[, opts]) with kind dir/file/sym/link/chr/blk/fifo; opts: mode, uid, gid, mtime,
+    xattrs (name -> bytes), data (file), target (sym, link), dev ((major, minor) of chr, blk)."""
+    members = []
+    for kind, name, *rest in entries:
+        opts = rest[0] if rest else {}
+        info = tarfile.TarInfo(name)
+        info.mode = opts.get("mode", 0o755 if kind == "dir" else 0o644)
+        info.uid, info.gid = opts.get("uid", 0), opts.get("gid", 0)
+        info.mtime = opts.get("mtime", 1_600_000_000)
+        if "xattrs" in opts:
+            info.pax_headers = {"SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape")
+                                for k, v in opts["xattrs"].items()}
+        data = b""
+        if kind == "dir":
+            info.type = tarfile.DIRTYPE
+        elif kind == "file":
+            data = opts.get("data", b"")
+            info.size = len(data)
+        elif kind == "sym":
+            info.type, info.linkname = tarfile.SYMTYPE, opts["target"]
+        elif kind == "link":
+            info.type, info.linkname = tarfile.LNKTYPE, opts["target"]
+        elif kind in ("chr", "blk"):
+            info.type = tarfile.CHRTYPE if kind == "chr" else tarfile.BLKTYPE
+            info.devmajor, info.devminor = opts.get("dev", (1, 3))
+        elif kind == "fifo":
+            info.type = tarfile.FIFOTYPE
+        members.append((info, data))
+    return tar_bytes(members, fmt)
+
+
+def image_config(layer_tars: list[bytes], cmd: tuple[str, ...] = ("sh",), *, full: bool = True) -> bytes:
+    """An image config for these (uncompressed) layers: with full, also created, Env, WorkingDir, Labels and
+    history (what an import must keep); else only architecture, os and Cmd (the image's PATH is the runtime's)."""
+    doc: dict = {"architecture": "amd64", "os": "linux"}
+    if full:
+        doc["created"] = "2024-01-01T00:00:00Z"
+        doc["config"] = {"Env": ["PATH=/bin"], "Cmd": list(cmd), "WorkingDir": "/", "Labels": {"x": "y"}}
+    else:
+        doc["config"] = {"Cmd": list(cmd)}
+    doc["rootfs"] = {"type": "layers", "diff_ids": [f"sha256:{sha(t)}" for t in layer_tars]}
+    if full:
+        doc["history"] = [{"created_by": "test"} for _ in layer_tars]
+    return json.dumps(doc).encode()
+
+
+def write_oci_layout(dest: Path, layer_tars: list[bytes], *, config: bytes | None = None, gzip_layers: bool = True,
+                     compresslevel: int = 9, ref: str = "test:1", ref_key: str = "io.containerd.image.name",
+                     corrupt_layer: int | None = None) -> bytes:
+    """An OCI image layout dir of these layers, its manifest named ref under the index annotation ref_key;
+    returns the config bytes (`config`, else image_config's). corrupt_layer: that layer's blob holds other bytes
+    than its digest says."""
+    blobs = dest / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    config = config or image_config(layer_tars)
+    descs = []
+    for i, t in enumerate(layer_tars):
+        blob = gzip.compress(t, compresslevel=compresslevel, mtime=0) if gzip_layers else t
+        (blobs / sha(blob)).write_bytes(blob if i != corrupt_layer else blob[:-1] + bytes([blob[-1] ^ 1]))
+        descs.append({"mediaType": OCI_LAYER_GZIP if gzip_layers else OCI_LAYER,
+                      "digest": f"sha256:{sha(blob)}", "size": len(blob)})
+    (blobs / sha(config)).write_bytes(config)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": OCI_CONFIG, "digest": f"sha256:{sha(config)}",
+                                      "size": len(config)}, "layers": descs}).encode()
+    (blobs / sha(manifest)).write_bytes(manifest)
+    (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": f"sha256:{sha(manifest)}", "size": len(manifest),
+         "annotations": {ref_key: ref}}]}))
+    return config
+
+
+def write_docker_archive(dest: Path, layer_tars: list[bytes], *, tags: tuple[str, ...] = ("example.com/app:v1",),
+                         config: bytes | None = None) -> bytes:
+    """`docker save` format (legacy layout): manifest.json, <config-hex>.json, <id>/layer.tar."""
+    config = config or image_config(layer_tars)
+    with tarfile.open(dest, "w") as tf:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        layers = []
+        for i, t in enumerate(layer_tars):
+            add(f"{i:064x}/layer.tar", t)
+            layers.append(f"{i:064x}/layer.tar")
+        add(f"{sha(config)}.json", config)
+        add("manifest.json", json.dumps([{"Config": f"{sha(config)}.json", "RepoTags": list(tags),
+                                          "Layers": layers}]).encode())
+    return config

@@ -1,5 +1,5 @@
 """Helpers for the engine tests (and benchmarks/test_engines.py): podman and containerd set up privately,
-runtimes to pin, a pty runner, cgroup and mount bookkeeping, polling."""
+runtimes to pin, a pty runner, cgroup and mount bookkeeping."""
 from __future__ import annotations
 
 import fcntl
@@ -15,7 +15,7 @@ import termios
 import time
 from pathlib import Path
 
-from support import CORERT
+from support import CORERT, wait_for
 
 # The absolute paths: engines call the runtime with an empty environment (no PATH).
 RUNTIMES = {"corert": CORERT, "runc": shutil.which("runc") or "/usr/sbin/runc"}
@@ -106,34 +106,6 @@ def run_in_pty(argv: list[str], env: dict, *, rows: int = 33, cols: int = 77, in
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-def wait_for(predicate, timeout: float = 30, what: str = "condition"):
-    """Poll until predicate() is truthy (returned); the timeout only bounds a hang, it asserts nothing
-    about speed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def cgroup_dir(pid: int, controller: str) -> str | None:
-    """The host directory of pid's cgroup for a v1 controller (None where it is not mounted or pid is gone)."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        return None
-    for line in lines:
-        _hid, controllers, path = line.split(":", 2)
-        if controller in controllers.split(","):
-            base = f"/sys/fs/cgroup/{controller}"
-            return base + path if os.path.isdir(base) else None
-    return None
 
 
 class Podman:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from engines.enginekit import (CTR_NAMESPACE, RUNTIMES, Containerd, cgroup_dir, mounts_under,
-                               remove_cgroup_tree, run_in_pty, wait_for)
+from cgroupkit import cgroup_dir
+from engines.enginekit import CTR_NAMESPACE, RUNTIMES, Containerd, mounts_under, remove_cgroup_tree, run_in_pty
+from support import wait_for
 
 pytestmark = [
     pytest.mark.engines,

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from engines.enginekit import (RUNTIMES, Podman, cgroup_dir, mounts_under, remove_cgroup_tree, run_in_pty,
-                               wait_for)
+from cgroupkit import cgroup_dir
+from engines.enginekit import RUNTIMES, Podman, mounts_under, remove_cgroup_tree, run_in_pty
+from support import wait_for
 
 pytestmark = [
     pytest.mark.engines,
@@ -181,7 +182,7 @@ def test_update_top_ps_stats(podman):
     pid = podman.pid("up")
     memory = cgroup_dir(pid, "memory")
     # The container's cgroup is podman's cgroupsPath, absolute under the hierarchy roots (as runc puts it).
-    assert memory and memory.endswith(f"{podman.cgroup_parent}/libpod-{podman.inspect('up', '{{.Id}}')}")
+    assert memory and str(memory).endswith(f"{podman.cgroup_parent}/libpod-{podman.inspect('up', '{{.Id}}')}")
     assert Path(memory, "memory.limit_in_bytes").read_text().strip() == str(256 << 20)
 
     # podman writes the new linux.resources to a file: `update --resources FILE`.

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.enginekit import RUNTIMES, Podman, run_in_pty, wait_for
-from support import make_test_user, remove_test_user
+from engines.enginekit import RUNTIMES, Podman, run_in_pty
+from support import make_test_user, remove_test_user, wait_for
 
 pytestmark = [
     pytest.mark.engines,

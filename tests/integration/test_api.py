@@ -17,7 +17,7 @@ import trio
 
 import corert
 from corert.api import ExitStatus, Runtime
-from support import read_config, write_config
+from support import children, exited, read_config, write_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run as root")
 
@@ -31,14 +31,6 @@ def data_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def rt_args(state_root, data_root) -> dict:
     return {"root": state_root, "data_root": data_root}
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def assert_empty(state_root: Path, data_root: Path) -> None:
@@ -74,7 +66,7 @@ def test_container_stdout_streams_and_exit_code(rt_args, state_root, data_root):
     out, err, status, pid = trio.run(main)
     assert (out, err) == (b"hi\n", b"oops\n")
     assert status == ExitStatus(exit_code=3, signal=None, oom_killed=False)
-    assert not pid_alive(pid)
+    assert exited(pid)
     assert_empty(state_root, data_root)
 
 
@@ -149,7 +141,7 @@ def test_cancellation_in_every_state_leaves_nothing(rt_args, state_root, data_ro
     assert left == []
     assert "not cancelled" not in seen
     if "pid" in seen:
-        assert not pid_alive(seen["pid"])
+        assert exited(seen["pid"])
     elif when == "during-create":
         pytest.fail("the container was never handed to the body")
     assert_empty(state_root, data_root)
@@ -170,6 +162,28 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(rt_args, state_root, 
     assert_empty(state_root, data_root)
 
 
+# Each signal that can arrive has its own exit code: the code says which one `stop` sent.
+TRAPS = 'trap "exit 10" USR1; trap "exit 12" USR2; trap "exit 15" TERM; echo ready; while :; do sleep 0.1; done'
+
+
+@pytest.mark.parametrize("options, sig, code", [
+    ({}, None, 15),                                # no stop signal anywhere: SIGTERM
+    ({"stop_signal": "SIGUSR1"}, None, 10),        # the container's stop signal, as `corert stop`
+    ({"stop_signal": "usr1"}, signal.SIGUSR2, 12),  # an explicit signal wins
+])
+def test_stop_sends_the_containers_stop_signal(rt_args, state_root, data_root, options, sig, code):
+    async def main():
+        async with Runtime(**rt_args) as rt:
+            async with rt.container("busybox", ["sh", "-c", TRAPS], **options) as c:
+                await c.start()
+                assert await read_line(c.stdout) == b"ready\n"
+                return await c.stop(grace=30, sig=sig)
+
+    status = trio.run(main)
+    assert (status.exit_code, status.signal) == (code, None)
+    assert_empty(state_root, data_root)
+
+
 def test_exception_inside_async_with_cleans_up(rt_args, state_root, data_root):
     pids = []
 
@@ -182,7 +196,7 @@ def test_exception_inside_async_with_cleans_up(rt_args, state_root, data_root):
 
     with pytest.raises(ValueError, match="boom"):      # unwrapped: the Runtime's nursery adds no group
         trio.run(main)
-    assert not pid_alive(pids[0])
+    assert exited(pids[0])
     assert_empty(state_root, data_root)
 
 
@@ -202,16 +216,7 @@ def test_other_children_of_the_embedding_program_are_not_reaped(rt_args, state_r
     pid, status = os.waitpid(child, 0)
     assert (pid, os.WIFEXITED(status), os.WEXITSTATUS(status)) == (child, True, 7)
     # ...and it left no zombie of its own.
-    me = str(os.getpid())
-    zombies = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == me and fields[0] == "Z":
-            zombies.append(entry)
-    assert zombies == []
+    assert children(zombies=True) == set()
     assert_empty(state_root, data_root)
 
 
@@ -226,8 +231,8 @@ def test_exec_pause_update_stats_and_events(rt_args, state_root, data_root):
                 async with c.open_exec(["sh", "-c", "echo $$; exec sleep 1000"]) as p:
                     assert int(await read_line(p.stdout)) > 1    # a pid in the container's namespace
                     exec_pid = p.pid
-                    assert pid_alive(exec_pid)
-                assert not pid_alive(exec_pid)       # leaving the block killed the process itself
+                    assert not exited(exec_pid)
+                assert exited(exec_pid)       # leaving the block killed the process itself
                 await c.pause()
                 assert await c.status() == "paused"
                 await c.resume()
@@ -330,7 +335,7 @@ def test_gc_and_delete_force_remove_what_a_killed_embedder_left(rt_args, state_r
     assert out.returncode == 0, out.stderr
     managed_id, managed_pid, bundle_pid = out.stdout.split()
     managed_pid, bundle_pid = int(managed_pid), int(bundle_pid)
-    assert pid_alive(managed_pid) and pid_alive(bundle_pid)
+    assert not exited(managed_pid) and not exited(bundle_pid)
     states = {e["id"]: e["status"] for e in json.loads(corert("list", "--format", "json", check=True).stdout)}
     assert states == {managed_id: "running", "orphan-bundle": "running"}
 
@@ -343,7 +348,7 @@ def test_gc_and_delete_force_remove_what_a_killed_embedder_left(rt_args, state_r
 
     removed, left = trio.run(main)
     assert (removed, left) == ([managed_id], [])
-    assert not pid_alive(managed_pid) and not pid_alive(bundle_pid)
+    assert exited(managed_pid) and exited(bundle_pid)
     assert_empty(state_root, data_root)
 
 

@@ -2,7 +2,7 @@
 layer cache (unchanged -> all cached; a changed line or COPYed file -> only that step and later ones),
 .containerignore, and failures that leave no image, no cache entry, no container, mount or cgroup.
 
-Each test has its own state root and image store (the Front helper of the front-door tests).
+Each test has its own state root and image store (support.Front, through the `front` fixture).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.test_frontdoor import Front
+from support import Front
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run as root")
 
@@ -84,32 +84,25 @@ def cache_entries(front: Front) -> set[str]:
     return set(os.listdir(d)) if d.exists() else set()
 
 
-@pytest.fixture
-def front(tmp_path):
-    f = Front(tmp_path)
-    yield f
-    f.cleanup()
-
-
 def test_build_run_and_layer_cache(front, tmp_path):
     ctx = make_context(tmp_path / "ctx")
     image_id, first, out = build(front, ctx)
     assert len(first) == N_STEPS and out.count("STEP ") == N_STEPS
     assert [o for _, o in first].count("built") == N_STEPS - 3 and "cached" not in [o for _, o in first]
     assert "Successfully tagged built:1:latest" not in out and "Successfully tagged built:1" in out
-    assert len(image_id) == 64 and json.loads(front.ok("image", "inspect", "built:1").stdout)["id"] == image_id
+    assert len(image_id) == 64 and json.loads(front.ok("image", "inspect", "built:1"))["id"] == image_id
 
     # the image, as `corert run` sees it: ENTRYPOINT + CMD, ENV, WORKDIR, USER, files, owners, modes
-    assert front.ok("run", "--rm", "built:1").stdout == "[entry one two]\nhello from fast mode\n"
+    assert front.ok("run", "--rm", "built:1") == "[entry one two]\nhello from fast mode\n"
     probe = ("id -u; pwd; echo \"$MODE|$APP\"; cat main.txt sub/data.txt; ls -a; "
              "stat -c '%u:%g %a' /etc/owned.txt; /opt/pkg/bin/tool; cat /opt/pkg/README")
-    r = front.ok("run", "--rm", "--entrypoint", "/bin/sh", "-u", "0", "built:1", "-c", probe)
-    assert r.stdout.splitlines() == [
+    out = front.ok("run", "--rm", "--entrypoint", "/bin/sh", "-u", "0", "built:1", "-c", probe)
+    assert out.splitlines() == [
         "0", "/srv/app", "fast mode|/srv/app", "main v1", "data",
         ".", "..", "greeting", "main.txt", "sub",          # notes.tmp and secret.key are ignored
         "1234:99 600", "tool", "readme"]
-    assert front.ok("run", "--rm", "--entrypoint", "id", "built:1", "-u").stdout == "1234\n"
-    config = json.loads(front.ok("image", "inspect", "built:1").stdout)["config"]
+    assert front.ok("run", "--rm", "--entrypoint", "id", "built:1", "-u") == "1234\n"
+    config = json.loads(front.ok("image", "inspect", "built:1"))["config"]
     assert config["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}}
     assert config["Labels"] == {"org.example.name": "test image", "tier": "2"}
     assert config["User"] == "appuser" and config["WorkingDir"] == "/srv/app"
@@ -137,7 +130,7 @@ def test_build_run_and_layer_cache(front, tmp_path):
     copy_at = next(i for i, (ins, _) in enumerate(copied) if ins.startswith("COPY app/"))
     assert {o for _, o in copied[3:copy_at]} == {"cached"}
     assert {o for _, o in copied[copy_at:]} == {"built"}
-    assert front.ok("run", "--rm", "--entrypoint", "cat", "built:1", "main.txt").stdout == "main v2\n"
+    assert front.ok("run", "--rm", "--entrypoint", "cat", "built:1", "main.txt") == "main v2\n"
 
     # --no-cache: everything again, a new image
     fresh, nocache, _ = build(front, ctx, "--no-cache")
@@ -151,11 +144,11 @@ def test_build_arg_and_run_layer_has_only_the_runs_changes(front, tmp_path):
     (ctx / "Containerfile").write_text("FROM busybox\nARG WHO=nobody\nRUN echo \"hi $WHO\" > /hello\n"
                                        "CMD cat /hello\n")
     _, first, _ = build(front, ctx, "--build-arg", "WHO=world")
-    assert front.ok("run", "--rm", "built:1").stdout == "hi world\n"
+    assert front.ok("run", "--rm", "built:1") == "hi world\n"
     # another build-arg value is another RUN: a cache miss, docker's rule
     _, other, _ = build(front, ctx, "--build-arg", "WHO=moon")
     assert [o for _, o in other][2:] == ["built", "built"]
-    info = json.loads(front.ok("image", "inspect", "built:1").stdout)
+    info = json.loads(front.ok("image", "inspect", "built:1"))
     run_layer = Path(info["layers"][-1]["path"])
     # the RUN's layer holds its file only: no mount-point stubs (/sys/fs/cgroup, /proc, resolv.conf...)
     assert sorted(os.listdir(run_layer)) == ["hello"]
@@ -185,14 +178,14 @@ def test_failures_are_one_line_and_leave_nothing(front, tmp_path, text, message)
     (ctx / "Containerfile").write_text("FROM busybox\nENV A=1\n")
     build(front, ctx)   # the good prefix, cached
     before_cache = cache_entries(front)
-    before_images = front.ok("image", "ls").stdout
+    before_images = front.ok("image", "ls")
     (ctx / "Containerfile").write_text(text)
     r = front("build", "-t", "bad:1", str(ctx), timeout=120)
     assert r.returncode == 125
     errors = [line for line in r.stderr.splitlines() if line.startswith("corert:")]
     assert errors == [errors[0]] and errors[0].startswith(f"corert: {message}"), r.stderr
     assert cache_entries(front) == before_cache           # no entry for the failed step
-    assert front.ok("image", "ls").stdout == before_images   # no partial image, no tag
+    assert front.ok("image", "ls") == before_images   # no partial image, no tag
     assert front("image", "inspect", "bad:1").returncode != 0
     front.assert_clean()                                   # no container, data dir, staging dir or mount
 

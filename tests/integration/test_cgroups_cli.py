@@ -14,10 +14,8 @@ from pathlib import Path
 import pytest
 
 from corert.drivers import cgroups
-from corert.drivers.cgroups import _util
-from corert.drivers.cgroups.convert import host_dir
-from cgroupkit import kv, read, wait_until
-from support import read_config, write_config
+from cgroupkit import cgroup_dir, kv, read, wait_until
+from support import proc_stat, read_config, write_config
 
 MiB = 1 << 20
 BUSY = ["sh", "-c", "while :; do :; done"]
@@ -38,16 +36,6 @@ def configure(bundle: Path, args: list[str], resources: dict) -> None:
     write_config(bundle, config)
 
 
-def cgdir(pid: int, controller: str) -> Path:
-    """The v1 cgroup dir of pid for a controller, through the hierarchy's mount."""
-    with open(f"/proc/{pid}/cgroup") as f:
-        path = _util.parse_proc_cgroup(f.read())[controller]
-    for fstype, mountpoint, root, controllers in _util.cgroup_mounts():
-        if fstype == "cgroup" and controller in controllers:
-            return Path(host_dir(mountpoint, root, path))
-    raise AssertionError(f"no {controller} hierarchy mounted")
-
-
 def start_detached(corert, bundle: Path, cid: str) -> int:
     corert("run", "-d", "--bundle", str(bundle), cid, check=True)
     return json.loads(corert("state", cid, check=True).stdout)["pid"]
@@ -59,8 +47,7 @@ def status(corert, cid: str) -> str:
 
 def cpu_ticks(pid: int) -> int:
     """utime + stime of pid (clock ticks)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return int(fields[11]) + int(fields[12])
 
 
@@ -93,7 +80,7 @@ def test_pids_limit_stops_a_fork_bomb(corert, bundle) -> None:
     configure(bundle, ["sh", "-c", "bomb() { bomb | bomb & }; bomb; exec sleep 300"],
               {"pids": {"limit": 12}, "cpu": GENTLE_CPU})
     pid = start_detached(corert, bundle, cid)
-    pids = cgdir(pid, "pids")
+    pids = cgroup_dir(pid, "pids")
     assert wait_until(lambda: kv(pids / "pids.events")["max"] > 0)   # forks were refused
     assert int(read(pids / "pids.current")) <= 12
     assert read(pids / "pids.max") == "12"
@@ -108,7 +95,7 @@ def test_cpu_quota_throttles(corert, bundle) -> None:
     quota, period = 10000, 100000
     configure(bundle, BUSY, {"cpu": {"quota": quota, "period": period}})
     pid = start_detached(corert, bundle, cid)
-    stat = cgdir(pid, "cpu") / "cpu.stat"
+    stat = cgroup_dir(pid, "cpu") / "cpu.stat"
     assert wait_until(lambda: kv(stat)["nr_periods"] >= 10)
     first = kv(stat)
     assert first["nr_throttled"] >= 0.5 * first["nr_periods"], first
@@ -128,7 +115,7 @@ def test_pause_and_resume(corert, bundle) -> None:
     assert wait_until(lambda: cpu_ticks(pid) > start)
     corert("pause", cid, check=True)
     assert status(corert, cid) == "paused"
-    assert read(cgdir(pid, "freezer") / "freezer.state") == "FROZEN"
+    assert read(cgroup_dir(pid, "freezer") / "freezer.state") == "FROZEN"
     frozen = cpu_ticks(pid)
     time.sleep(0.3)
     assert cpu_ticks(pid) == frozen
@@ -144,7 +131,7 @@ def test_update_memory_flags_and_resources_file(corert, bundle, tmp_path) -> Non
     cid = "upd" + SUFFIX
     configure(bundle, ["sleep", "300"], {"memory": {"limit": 64 * MiB}, "pids": {"limit": 50}})
     pid = start_detached(corert, bundle, cid)
-    memory, pids = cgdir(pid, "memory"), cgdir(pid, "pids")
+    memory, pids = cgroup_dir(pid, "memory"), cgroup_dir(pid, "pids")
     assert read(memory / "memory.limit_in_bytes") == str(64 * MiB)
     corert("update", "--memory", "128m", cid, check=True)
     assert read(memory / "memory.limit_in_bytes") == str(128 * MiB)
@@ -167,7 +154,7 @@ def test_events_stats_and_kill_all(corert, bundle) -> None:
     configure(bundle, ["sh", "-c", "sleep 300 & sleep 300 & wait"],
               {"memory": {"limit": 64 * MiB}, "pids": {"limit": 20}})
     pid = start_detached(corert, bundle, cid)
-    assert wait_until(lambda: read(cgdir(pid, "pids") / "pids.current") == "3")
+    assert wait_until(lambda: read(cgroup_dir(pid, "pids") / "pids.current") == "3")
     out = corert("events", "--stats", cid, check=True).stdout
     assert len(out.splitlines()) == 1
     event = json.loads(out)

@@ -20,69 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from support import CORERT, Cli
+from support import CORERT, WAIT, Front, make_tar, wait_for, write_docker_archive
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run as root")
-
-WAIT = 30.0   # upper bound of every wait for a container to reach a state (never a timing assertion)
-
-
-class Front:
-    """The installed `corert` with a private state root and image store."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.base = tmp_path
-        self.state = tmp_path / "state"
-        self.state.mkdir(mode=0o700)
-        self.data = tmp_path / "data"
-        self.env = {**os.environ, "CORERT_DATA_ROOT": str(self.data)}
-        self.env.pop("CORERT_STORAGE_DRIVER", None)
-        self.cli = Cli(CORERT, self.state)
-
-    def __call__(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.cli(*args, env=self.env, **kw)
-
-    def ok(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        r = self(*args, **kw)
-        assert r.returncode == 0, f"corert {' '.join(args)} exited {r.returncode}: {r.stderr}"
-        return r
-
-    def ps(self, *flags: str) -> list[dict]:
-        """`corert ps` rows as dicts (columns split on runs of 3+ spaces, as the table is printed)."""
-        import re
-
-        lines = self.ok("ps", *flags).stdout.splitlines()
-        header = re.split(r"\s{3,}", lines[0].strip())
-        return [dict(zip(header, re.split(r"\s{3,}", line.strip()))) for line in lines[1:]]
-
-    def wait_for(self, what: str, check) -> None:
-        deadline = time.monotonic() + WAIT
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gave up waiting for {what}")
-            time.sleep(0.05)
-
-    def cleanup(self) -> None:
-        for ref in self("ps", "-aq").stdout.split():
-            self("rm", "-f", ref)
-        self.cli.cleanup()
-
-    def assert_clean(self) -> None:
-        """No container state, container data dir, staging dir or mount left by the front door."""
-        assert [e for e in os.listdir(self.state) if not e.startswith("@")] == []
-        for sub in ("containers", "tmp"):
-            d = self.data / sub
-            assert not d.exists() or os.listdir(d) == [], f"{d} not empty: {os.listdir(d)}"
-        with open("/proc/self/mountinfo") as f:
-            assert str(self.base) + "/" not in f.read()
-        assert self.ps("-a") == []
-
-
-@pytest.fixture
-def front(tmp_path) -> Front:
-    f = Front(tmp_path)
-    yield f
-    f.cleanup()
 
 
 # ---- run: output, exit codes, --rm ------------------------------------------------------------------------
@@ -90,7 +30,7 @@ def test_run_busybox_on_a_fresh_store(front):
     assert not front.data.exists()
     r = front("run", "--rm", "busybox", "echo", "hello")
     assert (r.returncode, r.stdout, r.stderr) == (0, "hello\n", "")
-    assert "busybox:latest" in front.ok("images").stdout   # the default image was made on first use
+    assert "busybox:latest" in front.ok("images")   # the default image was made on first use
     front.assert_clean()
 
 
@@ -137,17 +77,16 @@ def test_rm_leaves_nothing_for_every_driver(front):
 # ---- detached containers and their lifecycle ---------------------------------------------------------------
 def test_detached_lifecycle_ps_list_logs_exec_stop_rm(front):
     script = 'echo started; trap "echo got-term; exit 3" TERM; while :; do sleep 0.1; done'
-    r = front.ok("run", "-d", "--name", "web", "busybox", "sh", "-c", script)
-    cid = r.stdout.strip()
+    cid = front.ok("run", "-d", "--name", "web", "busybox", "sh", "-c", script).strip()
     assert len(cid) == 64
     # the front end has exited; the container runs on
     [row] = front.ps()
     assert (row["CONTAINER ID"], row["NAMES"], row["STATUS"], row["IMAGE"]) == (cid[:12], "web", "running", "busybox")
-    listed = {line.split()[0]: line.split()[2] for line in front.ok("list").stdout.splitlines()[1:]}
+    listed = {line.split()[0]: line.split()[2] for line in front.ok("list").splitlines()[1:]}
     assert listed == {cid: "running"}
-    front.wait_for("the log line", lambda: "started" in front.ok("logs", "web").stdout)
+    wait_for(lambda: "started" in front.ok("logs", "web"), "the log line")
     # exec by name, by id prefix; exit codes as docker's
-    assert front.ok("exec", "web", "hostname").stdout.strip() == cid[:12]   # docker's default hostname
+    assert front.ok("exec", "web", "hostname").strip() == cid[:12]   # docker's default hostname
     r = front("exec", "-e", "FOO=bar", "-w", "/etc", cid[:8], "sh", "-c", 'echo "$FOO $(pwd)"; exit 4')
     assert (r.returncode, r.stdout) == (4, "bar /etc\n")
     assert front("exec", "web", "no-such-command").returncode == 127
@@ -157,10 +96,10 @@ def test_detached_lifecycle_ps_list_logs_exec_stop_rm(front):
     # rm of a running container is refused; stop sends SIGTERM (the trap runs)
     r = front("rm", "web")
     assert r.returncode == 125 and "stop it first" in r.stderr
-    assert front.ok("stop", "-t", "30", "web").stdout.strip() == "web"
+    assert front.ok("stop", "-t", "30", "web").strip() == "web"
     [row] = front.ps("-a")
     assert row["STATUS"] == "stopped" and front.ps() == []
-    assert front.ok("logs", "web").stdout == "started\ngot-term\n"
+    assert front.ok("logs", "web") == "started\ngot-term\n"
     r = front("exec", "web", "true")
     assert r.returncode == 125 and "stopped" in r.stderr
     r = front("run", "--name", "web", "busybox", "true")
@@ -171,7 +110,7 @@ def test_detached_lifecycle_ps_list_logs_exec_stop_rm(front):
 
 def test_logs_follow_until_the_container_exits(front):
     front.ok("run", "-d", "--name", "talker", "busybox", "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done")
-    assert front.ok("logs", "-f", "talker").stdout == "line1\nline2\nline3\n"
+    assert front.ok("logs", "-f", "talker") == "line1\nline2\nline3\n"
     front.ok("rm", "talker")
     front.assert_clean()
 
@@ -188,7 +127,7 @@ def test_stop_escalates_to_sigkill_after_the_timeout(front):
 
 def test_detached_rm_removes_itself_and_rm_force(front):
     front.ok("run", "-d", "--rm", "busybox", "sh", "-c", "sleep 0.3")
-    front.wait_for("the -d --rm container to remove itself", lambda: front.ps("-a") == [])
+    wait_for(lambda: front.ps("-a") == [], "the -d --rm container to remove itself")
     front.assert_clean()
     front.ok("run", "-d", "--name", "long", "busybox", "sleep", "1000")
     front.ok("rm", "-f", "long")
@@ -204,8 +143,7 @@ def test_env_workdir_user_hostname(front):
                   env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n") == ["1 through unset", "/tmp", "65534", "65534", "myhost", ""]
-    r = front.ok("run", "--rm", "-u", "nobody", "busybox", "id", "-un")
-    assert r.stdout == "nobody\n"
+    assert front.ok("run", "--rm", "-u", "nobody", "busybox", "id", "-un") == "nobody\n"
     front.assert_clean()
 
 
@@ -257,7 +195,7 @@ def _on_pty(front: Front, args: list[str], steps: list[tuple[str, str]], rows=33
 
     master, slave = pty.openpty()
     fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    proc = subprocess.Popen([CORERT, "--root", str(front.state), *args], stdin=slave, stdout=slave, stderr=slave,
+    proc = subprocess.Popen([CORERT, "--root", str(front.state_root), *args], stdin=slave, stdout=slave, stderr=slave,
                             env=front.env, start_new_session=True)
     os.close(slave)
     out = b""
@@ -322,7 +260,6 @@ def _drivers() -> list[str]:
 def make_layer_image(dest: Path) -> Path:
     """A docker-archive of busybox + two layers: a lower file, a whiteout, an opaque dir, a replaced file."""
     from corert.images.busybox import build_layer
-    from integration.test_images import make_tar, write_docker_archive
 
     lower = make_tar([("dir", "data"), ("file", "data/keep", {"data": b"keep"}), ("file", "data/gone", {"data": b"g"}),
                       ("dir", "opq"), ("file", "opq/old", {"data": b"old"}), ("dir", "opq/oldsub"),
@@ -342,9 +279,9 @@ SHOW = "for p in $(find /data /opq /lower /top /added 2>/dev/null | sort); do " 
 @pytest.mark.parametrize("driver", _drivers())
 def test_storage_driver_layer_semantics_diff_and_commit(front, tmp_path, driver):
     front.ok("image", "import", str(make_layer_image(tmp_path / "layered.tar")))
-    r = front.ok("run", "--rm", "--storage", driver, "layered:1", "sh", "-c", SHOW)
-    assert r.stdout.split("\n") == ["/data", "/data/keep=keep", "/lower", "/lower/file=lower", "/opq",
-                                    "/opq/new=new", "/top=v2", ""]
+    out = front.ok("run", "--rm", "--storage", driver, "layered:1", "sh", "-c", SHOW)
+    assert out.split("\n") == ["/data", "/data/keep=keep", "/lower", "/lower/file=lower", "/opq",
+                               "/opq/new=new", "/top=v2", ""]
     # change things: delete a lower file, add, modify, recreate the opaque dir, hard and symbolic links
     secret = tmp_path / "host-secret"   # exists only on the host: a symlink to it must stay a symlink
     secret.write_text("host only\n")
@@ -352,25 +289,25 @@ def test_storage_driver_layer_semantics_diff_and_commit(front, tmp_path, driver)
               "echo again > /opq/again; mkdir -p /added/sub; ln /top /added/sub/hard; ln -s /top /added/sym; "
               f"ln -s {secret} /added/secret")
     front.ok("run", "--name", "changer", "--storage", driver, "layered:1", "sh", "-c", change)
-    assert front.ok("diff", "changer").stdout.split("\n") == [
+    assert front.ok("diff", "changer").split("\n") == [
         "A /added", "A /added/secret", "A /added/sub", "A /added/sub/hard", "A /added/sym", "C /data",
         "D /data/keep",
         "A /data/new", "C /opq", "A /opq/again", "D /opq/new", "C /top", ""]
-    new_id = front.ok("commit", "changer", "committed:1").stdout.strip()
-    info = json.loads(front.ok("image", "inspect", "committed:1").stdout)
-    base = json.loads(front.ok("image", "inspect", "layered:1").stdout)
+    new_id = front.ok("commit", "changer", "committed:1").strip()
+    info = json.loads(front.ok("image", "inspect", "committed:1"))
+    base = json.loads(front.ok("image", "inspect", "layered:1"))
     assert info["id"] == new_id and len(info["layers"]) == len(base["layers"]) + 1
     assert [lay["chain_id"] for lay in info["layers"][:-1]] == [lay["chain_id"] for lay in base["layers"]]
     assert info["config"]["Cmd"] == base["config"]["Cmd"]
     top_layer = Path(info["layers"][-1]["path"])
     assert os.readlink(top_layer / "added/secret") == str(secret)
     front.ok("rm", "changer")
-    r = front.ok("run", "--rm", "--storage", driver, "committed:1", "sh", "-c",
-                 SHOW + "; stat -c %h /top; readlink /added/sym")
-    assert r.stdout.split("\n") == ["/added", "/added/secret", "/added/sub", "/added/sub/hard=changed",
-                                    "/added/sym=changed",
-                                    "/data", "/data/new=added", "/lower", "/lower/file=lower", "/opq",
-                                    "/opq/again=again", "/top=changed", "2", "/top", ""]
+    out = front.ok("run", "--rm", "--storage", driver, "committed:1", "sh", "-c",
+                   SHOW + "; stat -c %h /top; readlink /added/sym")
+    assert out.split("\n") == ["/added", "/added/secret", "/added/sub", "/added/sub/hard=changed",
+                               "/added/sym=changed",
+                               "/data", "/data/new=added", "/lower", "/lower/file=lower", "/opq",
+                               "/opq/again=again", "/top=changed", "2", "/top", ""]
     front.ok("image", "rm", "committed:1", "layered:1")
     front.assert_clean()
 
@@ -379,11 +316,11 @@ def test_storage_driver_layer_semantics_diff_and_commit(front, tmp_path, driver)
 def test_commit_of_a_running_container_keeps_it_running(front, driver):
     front.ok("run", "-d", "--name", "live", "--storage", driver, "busybox", "sh", "-c",
              "echo state > /made; exec sleep 1000")
-    front.wait_for("the file", lambda: front("exec", "live", "cat", "/made").stdout == "state\n")
+    wait_for(lambda: front("exec", "live", "cat", "/made").stdout == "state\n", "the file")
     front.ok("commit", "live", "snap:1")
     [row] = front.ps()
     assert row["STATUS"] == "running"   # paused for the commit, resumed after
-    assert front.ok("run", "--rm", "snap:1", "cat", "/made").stdout == "state\n"
+    assert front.ok("run", "--rm", "snap:1", "cat", "/made") == "state\n"
     # the image is in use by `live`: removal is refused until the container is gone
     r = front("image", "rm", "busybox")
     assert r.returncode == 125 and "in use" in r.stderr
@@ -398,6 +335,6 @@ def test_diff_and_commit_refuse_bad_references(front):
     front.ok("run", "--name", "c", "busybox", "true")
     r = front("commit", "c", "sha256:bad")
     assert r.returncode == 125 and "invalid image name" in r.stderr
-    assert [line.split()[0] for line in front.ok("images").stdout.splitlines()[1:]] == ["busybox:latest"]
+    assert [line.split()[0] for line in front.ok("images").splitlines()[1:]] == ["busybox:latest"]
     front.ok("rm", "c")
     front.assert_clean()

@@ -8,29 +8,20 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from support import CORERT, Cli
+from support import Front, exited, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run as root")
 
 WRITER = "i=0; while :; do echo $i >> /data.txt || exit 9; i=$((i+1)); done"
 
 
-class Front:
-    def __init__(self, base: Path, data_root: Path) -> None:
-        self.state = base / "state"
-        self.state.mkdir(mode=0o700)
-        self.env = {**os.environ, "CORERT_DATA_ROOT": str(data_root)}
-        self.cli = Cli(CORERT, self.state)
-
-    def __call__(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.cli(*args, env=self.env, **kw)
-
+class FuseFront(Front):
     def record(self, name: str) -> dict:
-        for entry in self.state.iterdir():
+        """The state.json record of the container called name."""
+        for entry in self.state_root.iterdir():
             path = entry / "state.json"
             if path.is_file():
                 data = json.loads(path.read_text())
@@ -41,7 +32,7 @@ class Front:
 
 @pytest.fixture
 def front(tmp_path):
-    f = Front(tmp_path, tmp_path / "data")
+    f = FuseFront(tmp_path, storage_from_env=True)
     yield f
     f.cli.cleanup()
     containers = tmp_path / "data" / "containers"
@@ -53,25 +44,17 @@ def _fuse_daemons() -> set[int]:
     return {int(p) for p in out.split()}
 
 
-def _wait(check, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_daemon_killed_mid_write_gives_errors_not_a_hang(front):
     before = _fuse_daemons()
     r = front("run", "-d", "--name", "w", "--storage=fuse", "busybox", "sh", "-c", WRITER)
     assert r.returncode == 0, r.stderr
     daemon = front.record("w")["storage"]["pid"]
-    _wait(lambda: os.path.exists(f"/proc/{daemon}"), "the daemon")
+    wait_for(lambda: os.path.exists(f"/proc/{daemon}"), "the daemon")
     time.sleep(0.3)                       # let the writer get going
     os.kill(daemon, signal.SIGKILL)
     # The writer's next write fails (ENOTCONN/EIO) and it exits 9: it must not hang in D state.
     pid = front.record("w")["pid"]
-    _wait(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z",
-          "the writer to notice the dead daemon")
+    wait_for(lambda: exited(pid), "the writer to notice the dead daemon")
     r = front("rm", "-f", "w", timeout=30)
     assert r.returncode == 0, r.stderr
     assert _fuse_daemons() == before
@@ -85,7 +68,7 @@ def test_full_disk_is_a_clear_error_and_leaves_nothing(front, tmp_path):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "corert-test-small", str(small)], check=True)
     try:
         (tmp_path / "f2").mkdir()
-        data = Front(tmp_path / "f2", small)  # image store and container dirs on the small fs
+        data = Front(tmp_path / "f2", small, storage_from_env=True)  # image store and container dirs on the small fs
         r = data("run", "--rm", "--storage=fuse", "busybox", "sh", "-c",
                  "dd if=/dev/zero of=/big bs=1M count=64 2>&1; echo rc=$?; rm -f /big; echo still-alive > /after; cat /after")
         assert r.returncode == 0, r.stderr
@@ -106,7 +89,6 @@ def test_deleting_a_running_container(front):
     assert front("rm", "busy").returncode != 0          # running: refused without -f
     r = front("rm", "-f", "busy", timeout=30)
     assert r.returncode == 0, r.stderr
-    assert not os.path.exists(f"/proc/{rec['pid']}") or \
-        open(f"/proc/{rec['pid']}/stat").read().split(") ")[1][0] == "Z"
+    assert exited(rec["pid"])
     assert _fuse_daemons() == before
     assert "corert-fuse" not in open("/proc/self/mountinfo").read()

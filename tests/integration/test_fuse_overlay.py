@@ -24,7 +24,7 @@ HOST_ABSENT = "/corert-test-absent/target"
 from corert.drivers.storage.fuse import FuseOverlayDriver
 from corert.drivers.storage.fuse.driver import fuse_mount_at
 from corert.errors import ResourceError
-from support import make_test_user, remove_test_user
+from support import exited, make_test_user, remove_test_user, run_as_user, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/fuse"),
                                 reason="needs root and /dev/fuse")
@@ -200,16 +200,8 @@ def mounted(tmp_path: Path, stack: list[Path]):
         pid = rootfs.pid
         rootfs.teardown()
         assert fuse_mount_at(str(rootfs.rootfs)) is None
-        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+        assert exited(pid)
         assert not cdir.exists()  # prepare made it, teardown removes it
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except OSError:
-        return True
 
 
 # ----- tests -------------------------------------------------------------------------------------------
@@ -493,10 +485,7 @@ def test_interop_with_kernel_overlayfs(tmp_path: Path, mounted, stack: list[Path
         assert snapshot(fuse_m) == kernel_view
     finally:
         subprocess.run(["umount", str(fuse_m)], check=True)
-        deadline = time.monotonic() + 5
-        while os.path.exists(f"/proc/{pid}") and not _zombie(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+        wait_for(lambda: exited(pid), "the daemon to exit", timeout=5, interval=0.02)
 
 
 def test_daemon_crash_gives_error_not_hang(tmp_path: Path, stack: list[Path]) -> None:
@@ -542,10 +531,8 @@ def test_state_load_teardown_and_failure_undo(tmp_path: Path, stack: list[Path])
     # SIGTERM alone: the daemon unmounts itself and exits
     rootfs = driver.prepare("corert-test-term", stack, tmp_path / "corert-term")
     os.kill(rootfs.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    while (rootfs.daemon_alive() or fuse_mount_at(str(rootfs.rootfs))) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not rootfs.daemon_alive() and fuse_mount_at(str(rootfs.rootfs)) is None
+    wait_for(lambda: not rootfs.daemon_alive() and fuse_mount_at(str(rootfs.rootfs)) is None,
+             "the daemon to unmount and exit", timeout=5, interval=0.02)
     rootfs.teardown()
     assert not (tmp_path / "corert-term").exists()
     # a daemon that cannot start: clear error, nothing left behind
@@ -599,9 +586,8 @@ def test_rootless_daemon(rootless_user) -> None:
             for n in dirs + files:
                 os.lchown(os.path.join(root, n), uid, gid)
 
-        def as_user(*cmd: str, **kw) -> subprocess.CompletedProcess:
-            return subprocess.run(["runuser", "-u", ROOTLESS_USER, "--", *cmd], capture_output=True, text=True,
-                                  timeout=30, **kw)
+        def as_user(*cmd: str) -> subprocess.CompletedProcess:
+            return run_as_user(rootless_user, *cmd, timeout=30)
 
         r = as_user("env", f"PYTHONPATH={REPO}", PYTHON, "-m", "corert.drivers.storage.fuse", "--daemonize",
                     "--ready-fd", "1", "--log", str(base / "fuse.log"), "--upper", str(base / "upper"),
@@ -619,10 +605,7 @@ def test_rootless_daemon(rootless_user) -> None:
         assert is_whiteout(base / "upper/dir/new") and os.stat(base / "upper/a").st_uid == uid
         r = as_user("fusermount3", "-u", str(merged))
         assert r.returncode == 0, r.stderr
-        deadline = time.monotonic() + 5
-        while os.path.exists(f"/proc/{pid}") and not _zombie(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+        wait_for(lambda: exited(pid), "the daemon to exit", timeout=5, interval=0.02)
         # the driver itself, run by the unprivileged user: fusermount3 mount and unmount, full cleanup
         code = ("import sys; from pathlib import Path\n"
                 "from corert.drivers.storage.fuse import FuseOverlayDriver\n"
@@ -637,7 +620,7 @@ def test_rootless_daemon(rootless_user) -> None:
     finally:
         if fuse_mount_at(str(merged)):
             subprocess.run(["umount", "-l", str(merged)])
-        if pid and os.path.exists(f"/proc/{pid}") and not _zombie(pid):
+        if pid and not exited(pid):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(base)
 

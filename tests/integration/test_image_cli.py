@@ -4,7 +4,6 @@ with nothing written anywhere, and bad input that leaves the store exactly as it
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tarfile
@@ -12,22 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from integration.test_frontdoor import Front
-from integration.test_images import LAYER1, LAYER2, make_tar, write_docker_archive, write_oci_layout
+from integration.test_images import LAYER1, LAYER2
+from support import Front, make_tar, sha, write_docker_archive, write_oci_layout
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run as root")
 
 
-@pytest.fixture
-def front(tmp_path) -> Front:
-    f = Front(tmp_path)
-    yield f
-    f.cleanup()
-
-
 def names(front: Front) -> dict[str, str]:
     """REPOSITORY:TAG -> short id, from `corert images`."""
-    rows = [line.split() for line in front.ok("images").stdout.splitlines()[1:]]
+    rows = [line.split() for line in front.ok("images").splitlines()[1:]]
     return {row[0]: row[1] for row in rows}
 
 
@@ -38,11 +30,11 @@ def store_files(front: Front) -> dict[str, list[str]]:
 def test_import_formats_ls_tag_inspect(front, tmp_path):
     t1, t2 = make_tar(LAYER1), make_tar(LAYER2)
     write_oci_layout(tmp_path / "oci", [t1, t2], ref="example.com/multi:2")
-    oci_id = front.ok("image", "import", str(tmp_path / "oci")).stdout.strip()
+    oci_id = front.ok("image", "import", str(tmp_path / "oci")).strip()
     write_docker_archive(tmp_path / "saved.tar", [t1], tags=("saved:v1",))
-    docker_id = front.ok("image", "import", str(tmp_path / "saved.tar")).stdout.strip()
+    docker_id = front.ok("image", "import", str(tmp_path / "saved.tar")).strip()
     (tmp_path / "rootfs.tar").write_bytes(t1)
-    rootfs_id = front.ok("image", "import", str(tmp_path / "rootfs.tar"), "plain:1").stdout.strip()
+    rootfs_id = front.ok("image", "import", str(tmp_path / "rootfs.tar"), "plain:1").strip()
     assert len({oci_id, docker_id, rootfs_id}) == 3
     assert names(front) == {"example.com/multi:2": oci_id[:12], "saved:v1": docker_id[:12],
                             "plain:1": rootfs_id[:12]}
@@ -51,10 +43,10 @@ def test_import_formats_ls_tag_inspect(front, tmp_path):
     front.ok("image", "tag", "saved:v1", "again:latest")
     assert names(front)["again:latest"] == docker_id[:12]
     for ref in ("again", "saved:v1", docker_id[:10], "sha256:" + docker_id):
-        info = json.loads(front.ok("image", "inspect", ref).stdout)
+        info = json.loads(front.ok("image", "inspect", ref))
         assert info["id"] == docker_id and info["names"] == ["again:latest", "saved:v1"]
-    info = json.loads(front.ok("image", "inspect", "example.com/multi:2").stdout)
-    assert [lay["diff_id"] for lay in info["layers"]] == [hashlib.sha256(t).hexdigest() for t in (t1, t2)]
+    info = json.loads(front.ok("image", "inspect", "example.com/multi:2"))
+    assert [lay["diff_id"] for lay in info["layers"]] == [sha(t) for t in (t1, t2)]
     assert info["config"]["Cmd"] == ["sh"] and info["containers"] == []
     # removing one of two names only untags
     front.ok("image", "rm", "again")
@@ -67,7 +59,7 @@ def test_import_formats_ls_tag_inspect(front, tmp_path):
 
 @pytest.mark.parametrize("dest", ["exported.tar", "exported-dir"])
 def test_export_and_reimport_give_the_same_image(front, tmp_path, dest):
-    image_id = front.ok("image", "ensure-default").stdout.strip()
+    image_id = front.ok("image", "ensure-default").strip()
     front.ok("image", "export", "busybox", str(tmp_path / dest))
     if dest.endswith(".tar"):
         with tarfile.open(tmp_path / dest) as tf:
@@ -76,8 +68,8 @@ def test_export_and_reimport_give_the_same_image(front, tmp_path, dest):
         assert (tmp_path / dest / "oci-layout").is_file()
     front.ok("image", "rm", "busybox")
     assert names(front) == {}
-    assert front.ok("image", "import", str(tmp_path / dest), "again:1").stdout.strip() == image_id
-    assert front.ok("run", "--rm", "again:1", "echo", "round-trip").stdout == "round-trip\n"
+    assert front.ok("image", "import", str(tmp_path / dest), "again:1").strip() == image_id
+    assert front.ok("run", "--rm", "again:1", "echo", "round-trip") == "round-trip\n"
     front.ok("image", "rm", "again:1")
     front.assert_clean()
 
@@ -87,7 +79,7 @@ def test_rm_refused_while_a_container_uses_the_image(front, tmp_path):
     r = front("image", "rm", "busybox")
     assert r.returncode == 125 and "in use" in r.stderr
     assert "busybox:latest" in names(front)
-    cid = json.loads(front.ok("image", "inspect", "busybox").stdout)["containers"]
+    cid = json.loads(front.ok("image", "inspect", "busybox"))["containers"]
     assert len(cid) == 1 and front.ps("-a")[0]["CONTAINER ID"] == cid[0][:12]
     front.ok("rm", "user")
     front.ok("image", "rm", "busybox")
@@ -134,7 +126,7 @@ def test_hostile_layers_are_refused_with_nothing_written(front, tmp_path, kind, 
     assert os.stat("/etc/passwd").st_nlink == passwd.st_nlink
     if kind in NEUTRALISED:
         assert r.returncode == 0, r.stderr
-        [layer] = json.loads(front.ok("image", "inspect", "evil:1").stdout)["layers"]
+        [layer] = json.loads(front.ok("image", "inspect", "evil:1"))["layers"]
         assert Path(layer["path"], str(outside).lstrip("/"), "evil").read_bytes() == b"x"
         front.ok("image", "rm", "evil:1")
     else:

@@ -5,7 +5,6 @@ recovery, the default busybox image, commit and export.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import lzma
@@ -24,45 +23,13 @@ import pytest
 from corert.errors import ImageError
 from corert.images import OPAQUE_XATTRS, ImageStore, is_whiteout, layout
 from corert.images.store import normalize_name
+from support import image_config, make_tar, sha, write_docker_archive, write_oci_layout
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run as root")
 REPO = Path(__file__).resolve().parents[2]
 
 
-# ---- building archives ---------------------------------------------------------------------------------
-def make_tar(entries: list[tuple]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for kind, name, *rest in entries:
-            opts = rest[0] if rest else {}
-            info = tarfile.TarInfo(name)
-            info.mode = opts.get("mode", 0o755 if kind == "dir" else 0o644)
-            info.uid, info.gid = opts.get("uid", 0), opts.get("gid", 0)
-            info.mtime = opts.get("mtime", 1_600_000_000)
-            if "xattrs" in opts:
-                info.pax_headers = {"SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape")
-                                    for k, v in opts["xattrs"].items()}
-            data = None
-            if kind == "dir":
-                info.type = tarfile.DIRTYPE
-            elif kind == "file":
-                payload = opts.get("data", b"")
-                info.size, data = len(payload), io.BytesIO(payload)
-            elif kind == "sym":
-                info.type, info.linkname = tarfile.SYMTYPE, opts["target"]
-            elif kind == "link":
-                info.type, info.linkname = tarfile.LNKTYPE, opts["target"]
-            elif kind == "chr":
-                info.type = tarfile.CHRTYPE
-                info.devmajor, info.devminor = opts.get("dev", (1, 3))
-            tf.addfile(info, data)
-    return buf.getvalue()
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
+# ---- layers ----------------------------------------------------------------------------------------------
 LAYER1 = [("dir", "etc"), ("file", "etc/a", {"data": b"A"}), ("file", "etc/b", {"data": b"B"}),
           ("dir", "d"), ("file", "d/old1", {"data": b"1"}), ("dir", "d/sub"), ("file", "d/sub/old2"),
           ("file", "bin/tool", {"data": b"#!/bin/sh\n", "mode": 0o4755}),
@@ -73,58 +40,6 @@ LAYER1 = [("dir", "etc"), ("file", "etc/a", {"data": b"A"}), ("file", "etc/b", {
           ("chr", "dev/null", {"dev": (1, 3), "mode": 0o666})]
 LAYER2 = [("dir", "etc"), ("file", "etc/.wh.a"), ("dir", "d"), ("file", "d/.wh..wh..opq"),
           ("file", "d/new", {"data": b"N"})]
-
-
-def image_config(layer_tars: list[bytes], cmd=("sh",)) -> bytes:
-    return json.dumps({
-        "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-        "config": {"Env": ["PATH=/bin"], "Cmd": list(cmd), "WorkingDir": "/", "Labels": {"x": "y"}},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(t)}" for t in layer_tars]},
-        "history": [{"created_by": "test"} for _ in layer_tars],
-    }).encode()
-
-
-def write_oci_layout(dest: Path, layer_tars: list[bytes], *, gzip_layers=True, ref="test:1",
-                     corrupt_layer: int | None = None) -> bytes:
-    """An OCI image layout dir; returns the config bytes. corrupt_layer: store other bytes under the digest."""
-    blobs = dest / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-    config = image_config(layer_tars)
-    descs = []
-    for i, t in enumerate(layer_tars):
-        blob = gzip.compress(t, mtime=0) if gzip_layers else t
-        (blobs / sha(blob)).write_bytes(blob if i != corrupt_layer else blob[:-1] + bytes([blob[-1] ^ 1]))
-        descs.append({"mediaType": layout.LAYER_TAR_GZIP if gzip_layers else layout.LAYER_TAR,
-                      "digest": f"sha256:{sha(blob)}", "size": len(blob)})
-    (blobs / sha(config)).write_bytes(config)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": layout.MANIFEST_MEDIA_TYPE,
-                           "config": {"mediaType": layout.CONFIG_MEDIA_TYPE, "digest": f"sha256:{sha(config)}",
-                                      "size": len(config)}, "layers": descs}).encode()
-    (blobs / sha(manifest)).write_bytes(manifest)
-    (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": layout.MANIFEST_MEDIA_TYPE, "digest": f"sha256:{sha(manifest)}", "size": len(manifest),
-         "annotations": {"io.containerd.image.name": ref}}]}))
-    return config
-
-
-def write_docker_archive(dest: Path, layer_tars: list[bytes], *, tags=("example.com/app:v1",),
-                         config: bytes | None = None) -> bytes:
-    """`docker save` format (legacy layout): manifest.json, <config-hex>.json, <id>/layer.tar."""
-    config = config or image_config(layer_tars)
-    with tarfile.open(dest, "w") as tf:
-        def add(name: str, data: bytes) -> None:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-        layers = []
-        for i, t in enumerate(layer_tars):
-            add(f"{i:064x}/layer.tar", t)
-            layers.append(f"{i:064x}/layer.tar")
-        add(f"{sha(config)}.json", config)
-        add("manifest.json", json.dumps([{"Config": f"{sha(config)}.json", "RepoTags": list(tags),
-                                          "Layers": layers}]).encode())
-    return config
 
 
 # ---- fixtures and checks ---------------------------------------------------------------------------------

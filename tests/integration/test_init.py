@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.test_frontdoor import WAIT, Front
-from support import CORERT
+from support import CORERT, WAIT, Front, sha, wait_for, write_docker_archive
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run as root")
 
@@ -25,18 +24,11 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run
 LOOP = "echo ready; while :; do sleep 1; done"
 
 
-@pytest.fixture
-def front(tmp_path) -> Front:
-    f = Front(tmp_path)
-    yield f
-    f.cleanup()
-
-
 class Foreground:
     """`corert run --name NAME ...` in the foreground, as a child we can wait on for its exit code."""
 
     def __init__(self, front: Front, name: str, *args: str) -> None:
-        self.proc = subprocess.Popen([CORERT, "--root", str(front.state), "run", "--name", name, *args],
+        self.proc = subprocess.Popen([CORERT, "--root", str(front.state_root), "run", "--name", name, *args],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=front.env)
 
@@ -65,7 +57,7 @@ class Foreground:
 def test_stop_sends_term_which_only_the_init_makes_effective(front, init, grace, code):
     run = Foreground(front, "ctr", *init, "busybox", "sh", "-c", LOOP)
     run.wait_ready()
-    assert front.ok("stop", "-t", grace, "ctr").stdout == "ctr\n"   # docker prints the name
+    assert front.ok("stop", "-t", grace, "ctr") == "ctr\n"   # docker prints the name
     assert run.exit_code() == code
     front.ok("rm", "ctr")
     front.assert_clean()
@@ -106,9 +98,9 @@ def test_orphans_reparented_to_pid1_are_reaped(front, init, final):
     zombie. The init reaps it: it is gone, and no zombie is left in the container."""
     front.ok("run", "-d", "--name", "parent", *init, "busybox", "sleep", "1000")
     front.ok("exec", "parent", "sh", "-c", ORPHAN)
-    front.wait_for(f"the orphan to end up {final}",
-                   lambda: front.ok("exec", "parent", "sh", "-c", STATE).stdout.strip() == final)
-    zombies = int(front.ok("exec", "parent", "sh", "-c", ZOMBIES).stdout)
+    wait_for(lambda: front.ok("exec", "parent", "sh", "-c", STATE).strip() == final,
+             f"the orphan to end up {final}")
+    zombies = int(front.ok("exec", "parent", "sh", "-c", ZOMBIES))
     assert zombies == (1 if final == "Z" else 0)
     front.ok("rm", "-f", "parent")
     front.assert_clean()
@@ -122,8 +114,8 @@ def test_init_is_confined_like_the_process_and_hides_the_runtime(front):
     script = ("for f in " + " ".join(fields) + "; do grep \"^$f:\" /proc/1/status; grep \"^$f:\" /proc/$$/status; done; "
               "readlink /proc/1/exe || echo exe-denied; cat /proc/1/environ >/dev/null 2>&1 || echo env-denied; "
               "tr '\\0' ' ' < /proc/1/cmdline; echo; grep ^RssAnon: /proc/1/status")
-    r = front.ok("run", "--rm", "--init", "-u", "nobody", "--cap-drop", "chown", "busybox", "sh", "-c", script)
-    lines = r.stdout.splitlines()
+    lines = front.ok("run", "--rm", "--init", "-u", "nobody", "--cap-drop", "chown", "busybox", "sh", "-c",
+                     script).splitlines()
     status, rest = lines[:2 * len(fields)], lines[2 * len(fields):]
     for i, name in enumerate(fields):
         init_line, proc_line = status[2 * i], status[2 * i + 1]
@@ -141,17 +133,14 @@ def test_init_is_confined_like_the_process_and_hides_the_runtime(front):
 # ---- the stop signal: image config, --stop-signal, stop -s -------------------------------------------------
 def stop_signal_image(dest: Path, stop_signal: str) -> Path:
     """A docker-archive of busybox whose config names a StopSignal."""
-    import hashlib
-
     from corert.images.busybox import build_layer
     from corert.images.formats import host_arch
-    from integration.test_images import write_docker_archive
 
     layer = build_layer()
     config = json.dumps({
         "architecture": host_arch(), "os": "linux",
         "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"], "StopSignal": stop_signal},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer).hexdigest()}"]},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(layer)}"]},
     }).encode()
     write_docker_archive(dest, [layer], tags=("stopper:1",), config=config)
     return dest
@@ -172,7 +161,7 @@ def test_stop_uses_the_stop_signal(front, tmp_path, run_flags, stop_flags, code)
     front.ok("image", "import", str(stop_signal_image(tmp_path / "stopper.tar", "SIGUSR1")))
     run = Foreground(front, "stopper", *run_flags, "stopper:1", "sh", "-c", TRAPS)
     run.wait_ready()
-    assert front.ok("stop", *stop_flags, "-t", "30", "stopper").stdout == "stopper\n"
+    assert front.ok("stop", *stop_flags, "-t", "30", "stopper") == "stopper\n"
     assert run.exit_code() == code
     front.ok("rm", "stopper")
     front.ok("image", "rm", "stopper:1")
@@ -181,7 +170,7 @@ def test_stop_uses_the_stop_signal(front, tmp_path, run_flags, stop_flags, code)
 
 def test_stop_of_a_stopped_container_and_bad_input(front):
     front.ok("run", "--name", "done", "busybox", "true")
-    assert front.ok("stop", "done").stdout == "done\n"   # already exited: nothing to do, as docker
+    assert front.ok("stop", "done") == "done\n"   # already exited: nothing to do, as docker
     r = front("run", "--rm", "--stop-signal", "NOPE", "busybox", "true")
     assert r.returncode == 125 and 'unknown signal "NOPE"' in r.stderr
     r = front("stop", "-s", "NOPE", "done")
@@ -216,7 +205,7 @@ def test_api_run_with_init(front):
     from corert.api import Runtime
 
     async def main() -> tuple:
-        async with Runtime(front.state, data_root=front.data) as rt:
+        async with Runtime(front.state_root, data_root=front.data) as rt:
             r = await rt.run("busybox", ["sh", "-c", "echo $$ $(cat /proc/1/comm); exit 4"], init=True)
             return r.exit_code, r.stdout
     assert trio.run(main) == (4, b"2 corert-init\n")
@@ -225,13 +214,13 @@ def test_api_run_with_init(front):
 
 def test_stop_of_a_paused_container_thaws_it_to_deliver_the_signal(front):
     script = 'trap "echo got-term; exit 3" TERM; echo ready; while :; do sleep 0.1; done'
-    cid = front.ok("run", "-d", "--name", "frozen", "busybox", "sh", "-c", script).stdout.strip()
-    front.wait_for("the trap to be set", lambda: "ready" in front.ok("logs", "frozen").stdout)
+    cid = front.ok("run", "-d", "--name", "frozen", "busybox", "sh", "-c", script).strip()
+    wait_for(lambda: "ready" in front.ok("logs", "frozen"), "the trap to be set")
     front.ok("pause", cid)
     assert front.ps("-a")[0]["STATUS"] == "paused"
     front.ok("stop", "-t", "30", "frozen")
     [row] = front.ps("-a")
     assert row["STATUS"] == "stopped"
-    assert front.ok("logs", "frozen").stdout == "ready\ngot-term\n"   # the TERM, not the KILL, ended it
+    assert front.ok("logs", "frozen") == "ready\ngot-term\n"   # the TERM, not the KILL, ended it
     front.ok("rm", "frozen")
     front.assert_clean()

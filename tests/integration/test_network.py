@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CORERT, Cli, http_get
+from support import CORERT, Cli, Front, http_get
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the bridge driver needs root")
 
@@ -58,34 +58,15 @@ def data_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("netdata")
 
 
-class Front:
-    def __init__(self, tmp_path: Path, data_root: Path) -> None:
-        state = tmp_path / "state"
-        state.mkdir(mode=0o700)
-        self.env = {**os.environ, "CORERT_DATA_ROOT": str(data_root)}
-        self.cli = Cli(CORERT, state)
-
-    def __call__(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.cli(*args, env=self.env, **kw)
-
-    def ok(self, *args: str) -> str:
-        r = self(*args)
-        assert r.returncode == 0, f"corert {' '.join(args)} exited {r.returncode}: {r.stderr}"
-        return r.stdout
-
+class NetFront(Front):
     def ip_of(self, name: str) -> str:
         out = self.ok("exec", name, "ip", "-o", "-4", "addr", "show", "eth0")
         return out.split()[3].split("/")[0]
 
-    def cleanup(self) -> None:
-        for ref in self.ok("ps", "-aq").split():
-            self("rm", "-f", ref)
-        self.cli.cleanup()
-
 
 @pytest.fixture
 def front(tmp_path, data_root, host_unchanged):
-    f = Front(tmp_path, data_root)
+    f = NetFront(tmp_path, data_root, storage_from_env=True)
     yield f
     f.cleanup()
 

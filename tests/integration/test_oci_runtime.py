@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support import read_config, write_config
+from support import exited, poll, read_config, wait_for, write_config
 
 PROBE = ("echo host=$(hostname); id; echo pid=$$; pwd; grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status;"
          " env | sort | grep -v '^HOSTNAME'; cut -d' ' -f2,3 /proc/self/mounts | sort")
@@ -21,6 +21,12 @@ def set_args(bundle: Path, *args: str, **process) -> dict:
     config["process"].update(process)
     write_config(bundle, config)
     return config
+
+
+def status(cli, cid: str) -> str | None:
+    """The container's status from `state`, None while it has none."""
+    r = cli("state", cid)
+    return json.loads(r.stdout)["status"] if r.returncode == 0 else None
 
 
 def test_run_matches_runc(corert, runc, bundle):
@@ -49,10 +55,7 @@ def test_foreground_run_reports_signal_death(request, bundle, runtime):
     set_args(bundle, "sleep", "30")
     proc = subprocess.Popen([cli.binary, "--root", str(cli.root), "run", "--bundle", str(bundle), "sig"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 10
-    while cli("state", "sig").returncode != 0 or json.loads(cli("state", "sig").stdout)["status"] != "running":
-        assert time.time() < deadline
-        time.sleep(0.02)
+    wait_for(lambda: status(cli, "sig") == "running", "the container to run", timeout=10, interval=0.02)
     cli("kill", "sig", "KILL", check=True)
     assert proc.wait(timeout=10) == 137
     proc.stdout.close()
@@ -69,20 +72,12 @@ def test_create_start_state_delete(corert, bundle):
     with open(f"/proc/{state['pid']}/cmdline", "rb") as f:
         assert not f.read().startswith(b"sleep")
     corert("start", "life", check=True)
-    assert json.loads(corert("state", "life").stdout)["status"] == "running"
-    deadline = time.time() + 5
-    while time.time() < deadline:
-        with open(f"/proc/{state['pid']}/cmdline", "rb") as f:
-            if f.read().startswith(b"sleep"):
-                break
-        time.sleep(0.02)
+    assert status(corert, "life") == "running"
+    poll(lambda: Path(f"/proc/{state['pid']}/cmdline").read_bytes().startswith(b"sleep"), timeout=5, interval=0.02)
     r = corert("delete", "life")
     assert r.returncode == 1 and "not stopped" in r.stderr
     corert("kill", "life", "KILL", check=True)
-    deadline = time.time() + 5
-    while json.loads(corert("state", "life").stdout)["status"] != "stopped":
-        assert time.time() < deadline
-        time.sleep(0.02)
+    wait_for(lambda: status(corert, "life") == "stopped", "the container to stop", timeout=5, interval=0.02)
     corert("delete", "life", check=True)
     assert corert("state", "life").returncode == 1
 
@@ -93,10 +88,7 @@ def test_kill_by_name_and_number_and_stopped(corert, bundle):
     pid = json.loads(corert("state", "k").stdout)["pid"]
     time.sleep(0.2)   # let the shell install its trap
     corert("kill", "k", "15", check=True)
-    deadline = time.time() + 5
-    while os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z":
-        assert time.time() < deadline
-        time.sleep(0.02)
+    wait_for(lambda: exited(pid), "the shell to exit", timeout=5, interval=0.02)
     time.sleep(0.05)
     r = corert("kill", "k", "SIGKILL")
     assert r.returncode == 1 and "not running" in r.stderr
@@ -144,10 +136,8 @@ def test_delete_force_after_a_killed_create_leaves_nothing(corert, bundle, state
     proc = subprocess.Popen([corert.binary, "--root", str(state_root), "create", "--bundle", str(bundle), "k1"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "the hook never ran"
-            time.sleep(0.02)
+        poll(lambda: ready.exists() or proc.poll() is not None, timeout=30, interval=0.02)
+        assert ready.exists(), "the hook never ran"
         proc.kill()
         proc.wait()
         r = corert("delete", "--force", "k1")
@@ -355,10 +345,7 @@ def test_join_another_containers_pid_namespace(corert, bundle, tmp_path, detache
         state = json.loads(corert("state", "joiner").stdout)
         assert os.readlink(f"/proc/{state['pid']}/ns/pid") == os.readlink(f"/proc/{owner}/ns/pid")
         corert("start", "joiner", check=True)
-        deadline = time.time() + 10
-        while json.loads(corert("state", "joiner").stdout)["status"] != "stopped":
-            assert time.time() < deadline
-            time.sleep(0.02)
+        wait_for(lambda: status(corert, "joiner") == "stopped", "the joiner to stop", timeout=10, interval=0.02)
         corert("delete", "joiner", check=True)
     else:
         r = corert("run", "--bundle", str(second), "joiner")

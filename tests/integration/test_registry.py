@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.test_frontdoor import Front
+from support import Front, poll
 
 REGISTRY_BIN = shutil.which("docker-registry")
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run as root"),
@@ -73,18 +73,21 @@ class Registry:
             self.log = open(self.base / "registry.log", "wb")
             self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.base / "config.yml")],
                                          stdout=self.log, stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    conn = http.client.HTTPConnection(self.host, timeout=2)
-                    conn.request("GET", "/v2/")
-                    conn.getresponse().read()
-                    conn.close()
-                    return self
-                except OSError:
-                    time.sleep(0.05)
+            # until it answers, or died (the port was taken after all)
+            if poll(lambda: self.proc.poll() is not None or self._answers(), timeout=15) and self.proc.poll() is None:
+                return self
             self.stop()
         raise RuntimeError(f"docker-registry did not start: {(self.base / 'registry.log').read_text()[-2000:]}")
+
+    def _answers(self) -> bool:
+        try:
+            conn = http.client.HTTPConnection(self.host, timeout=2)
+            conn.request("GET", "/v2/")
+            conn.getresponse().read()
+            conn.close()
+            return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -306,7 +309,7 @@ class RegistryFront(Front):
 
     def store_content(self) -> dict[str, list[str]]:
         """What the image store holds: images (ls rows), layer dirs, blobs, and download leftovers."""
-        rows = self.ok("images").stdout.splitlines()[1:]
+        rows = self.ok("images").splitlines()[1:]
         return {"images": rows, "layers": _ls(self.data / "layers"), "blobs": _ls(self.data / "blobs/sha256"),
                 "downloads": _ls(self.data / "downloads")}
 
@@ -354,7 +357,7 @@ def proxy(registry):
 def _make_two_layer_image(front: Front, name: str) -> str:
     """busybox plus a committed layer: `corert run` writes a file, `corert commit` makes the image."""
     front.ok("run", "--name", "maker", "busybox", "sh", "-c", "echo made-here > /greeting")
-    image_id = front.ok("commit", "maker", name).stdout.strip()
+    image_id = front.ok("commit", "maker", name).strip()
     front.ok("rm", "maker")
     return image_id
 
@@ -386,11 +389,12 @@ def test_push_remove_pull_run_with_token_auth(front, token_registry, tmp_path):
     front.ok("image", "rm", "local/greeter:1", "busybox")
     assert front.store_content() == {"images": [], "layers": [], "blobs": [], "downloads": []}
     del front.env["REGISTRY_AUTH_FILE"]      # pulling needs no credentials: anonymous tokens allow it
-    pulled = front.ok("pull", dest)
+    pulled = front("pull", dest)   # its progress on stderr is checked too
+    assert pulled.returncode == 0, pulled.stderr
     assert pulled.stdout.strip() == image_id
     assert "layer 1/2" in pulled.stderr and "layer 2/2" in pulled.stderr
-    assert front.ok("run", "--rm", dest, "cat", "/greeting").stdout == "made-here\n"
-    assert front.ok("pull", f"{reg.host}/team/chunked:1").stdout.strip() == image_id
+    assert front.ok("run", "--rm", dest, "cat", "/greeting") == "made-here\n"
+    assert front.ok("pull", f"{reg.host}/team/chunked:1").strip() == image_id
     content = front.store_content()
     assert len(content["layers"]) == 2 and content["downloads"] == []
     front.assert_clean()
@@ -426,7 +430,7 @@ def _fake_image(host: str, repo: str, arch: str) -> dict:
 @pytest.mark.parametrize("list_type", [OCI_INDEX, DOCKER_LIST])
 def test_manifest_list_picks_linux_amd64(front, registry, list_type):
     host, repo = registry.host, "multi/bb"
-    image_id = front.ok("image", "ensure-default").stdout.strip()
+    image_id = front.ok("image", "ensure-default").strip()
     front.push_ok("busybox", f"{host}/{repo}:amd64-only")
     status, headers, raw = http_call(host, "GET", f"/v2/{repo}/manifests/amd64-only",
                                      headers={"Accept": OCI_MANIFEST})
@@ -441,8 +445,8 @@ def test_manifest_list_picks_linux_amd64(front, registry, list_type):
                  list_type)
     front.ok("image", "rm", "busybox")
 
-    assert front.ok("pull", f"{host}/{repo}:multi").stdout.strip() == image_id
-    assert front.ok("run", "--rm", f"{host}/{repo}:multi", "uname", "-m").stdout == "x86_64\n"
+    assert front.ok("pull", f"{host}/{repo}:multi").strip() == image_id
+    assert front.ok("run", "--rm", f"{host}/{repo}:multi", "uname", "-m") == "x86_64\n"
     r = front("pull", f"{host}/{repo}:no-amd64")
     assert r.returncode == 125
     assert "no image for linux/amd64" in r.stderr and "linux/arm64/v8" in r.stderr and "linux/s390x" in r.stderr
@@ -466,7 +470,7 @@ def test_wrong_digest_is_an_error_and_stores_nothing(front, registry, proxy):
     assert front.store_content() == {"images": [], "layers": [], "blobs": [], "downloads": []}
     proxy.mode = "ok"
     front.ok("pull", f"{proxy.host}/bad/bb:1")
-    assert front.ok("run", "--rm", f"{proxy.host}/bad/bb:1", "echo", "fine").stdout == "fine\n"
+    assert front.ok("run", "--rm", f"{proxy.host}/bad/bb:1", "echo", "fine") == "fine\n"
     front.assert_clean()
 
 
@@ -486,7 +490,7 @@ def test_dropped_connection_leaves_no_image_and_the_next_pull_resumes(front, reg
     proxy.mode, proxy.ranges = "ok", []
     front.ok("pull", f"{proxy.host}/drop/bb:1")
     assert proxy.ranges[-1] == f"bytes={3 * proxy.drop_after}-"      # resumed, not restarted
-    assert front.ok("run", "--rm", f"{proxy.host}/drop/bb:1", "echo", "resumed").stdout == "resumed\n"
+    assert front.ok("run", "--rm", f"{proxy.host}/drop/bb:1", "echo", "resumed") == "resumed\n"
     assert front.store_content()["downloads"] == []
     front.assert_clean()
 

@@ -10,7 +10,6 @@ import errno
 import json
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from corert.drivers.security.seccomp import (  # noqa: E402
     compile_seccomp,
     load_default_profile,
 )
+from support import poll  # noqa: E402
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
@@ -98,18 +98,12 @@ def run_in_filtered_child(compiled: CompiledSeccomp, checks: Callable[[int], dic
     os.close(w)
     try:
         data = b""
-        deadline = time.monotonic() + 20
-        status = None
-        while status is None:
-            done, st = os.waitpid(pid, os.WNOHANG)
-            if done:
-                status = st
-            elif time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                pytest.fail("filtered child hung")
-            else:
-                time.sleep(0.01)
+        done, status = poll(lambda: os.waitpid(pid, os.WNOHANG), until=lambda waited: waited[0], timeout=20,
+                            interval=0.01)
+        if not done:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("filtered child hung")
         while chunk := os.read(r, 65536):
             data += chunk
     finally:

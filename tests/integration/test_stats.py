@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 
-from support import CORERT, Cli
+from support import Front, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run as root")
 
@@ -26,47 +25,21 @@ BUSY = f"for i in $(seq {LOOPS}); do (while :; do :; done) & done; wait"
 UNIFIED = Path("/sys/fs/cgroup/unified")
 
 
-class Front:
-    """The installed `corert` with a private state root and image store."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.data = tmp_path / "data"
-        (tmp_path / "state").mkdir(mode=0o700)
-        self.env = {**os.environ, "CORERT_DATA_ROOT": str(self.data)}
-        self.cli = Cli(CORERT, tmp_path / "state")
-
-    def __call__(self, *args: str):
-        return self.cli(*args, env=self.env)
-
-    def ok(self, *args: str) -> str:
-        r = self(*args)
-        assert r.returncode == 0, f"corert {' '.join(args)} exited {r.returncode}: {r.stderr}"
-        return r.stdout
-
+class StatsFront(Front):
     def stats(self, *args: str) -> dict[str, dict]:
         """One `stats --no-stream --format json` frame: name -> row."""
         rows = [json.loads(line) for line in self.ok("stats", "--no-stream", "--format", "json", *args).splitlines()]
         return {row["name"]: row for row in rows}
 
     def until(self, what: str, predicate, *names: str) -> dict[str, dict]:
-        deadline = time.monotonic() + WAIT
-        while True:
-            frame = self.stats(*names)
-            if predicate(frame):
-                return frame
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gave up waiting for {what}: {frame}")
-            time.sleep(0.5)   # each frame is a `corert stats` process: do not load what it measures
-
-    def cleanup(self) -> None:
-        for ref in self("ps", "-aq").stdout.split():
-            self("rm", "-f", ref)
-        self.cli.cleanup()
+        """The first frame predicate accepts, polled gently: each is a `corert stats` process, which must not
+        load what it measures."""
+        return wait_for(lambda: self.stats(*names), what, until=predicate, timeout=WAIT, interval=0.5)
 
 
 @pytest.fixture
 def front(tmp_path):
-    f = Front(tmp_path)
+    f = StatsFront(tmp_path, storage_from_env=True)
     yield f
     f.cleanup()
 

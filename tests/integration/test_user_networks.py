@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CORERT, Cli, http_get
+from support import Front, http_get
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="user-defined networks need root")
 
@@ -57,22 +57,11 @@ def host_unchanged():
     assert _host_net() == before
 
 
-class Front:
+class NetworksFront(Front):
     def __init__(self, tmp_path: Path) -> None:
-        (tmp_path / "state").mkdir(mode=0o700)
-        self.data_root = tmp_path / "data"
-        self.env = {**os.environ, "CORERT_DATA_ROOT": str(self.data_root)}
-        self.cli = Cli(CORERT, tmp_path / "state")
+        super().__init__(tmp_path, storage_from_env=True)
         self.networks: list[str] = []
         self.had_default = "corert0" in _links()   # the default bridge stays after its containers (docker0)
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess:
-        return self.cli(*args, env=self.env)
-
-    def ok(self, *args: str) -> str:
-        r = self(*args)
-        assert r.returncode == 0, f"corert {' '.join(args)} exited {r.returncode}: {r.stderr}"
-        return r.stdout
 
     def fails(self, *args: str) -> str:
         """The command fails with one line on stderr and nothing on stdout; returns that line."""
@@ -113,8 +102,7 @@ class Front:
         return listing, attached, _links(), _tables(), _held_leases()
 
     def cleanup(self) -> None:
-        for ref in self.ok("ps", "-aq").split():
-            self("rm", "-f", ref)
+        self.remove_containers()
         for name in self.networks:
             self("network", "rm", name)
         if not self.had_default:
@@ -124,7 +112,7 @@ class Front:
 
 @pytest.fixture
 def front(tmp_path, host_unchanged):
-    f = Front(tmp_path)
+    f = NetworksFront(tmp_path)
     yield f
     f.cleanup()
 
@@ -140,7 +128,7 @@ def test_create_ls_and_bridge_lifetime(front):
     rows = [line.split() for line in front.ok("network", "ls").splitlines()]
     assert rows[0] == ["NAME", "NETWORK", "ID", "DRIVER", "SUBNET"]
     assert ["lifetime", net["Id"][:12], "bridge", str(subnet)] in rows
-    assert (front.data_root / "networks" / "networks.json").exists()   # the definition persists on disk
+    assert (front.data / "networks" / "networks.json").exists()   # the definition persists on disk
     bridge = _bridge(net)
     assert bridge not in _links()                                      # made on first use only
     front.run("c1", "lifetime")

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 
 import pytest
 
-from support import CORERT, http_get, make_test_user, remove_test_user, user_runtime_dir
+from support import as_user, http_get, make_test_user, poll, remove_test_user, user_processes, user_runtime_dir
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="makes an unprivileged user (needs root)")
 
@@ -26,35 +24,16 @@ HTTPD = "mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 80 -
 @pytest.fixture(scope="module")
 def user():
     entry = make_test_user(USER, "500000:65536")
-    runtime = user_runtime_dir(entry.pw_uid)
-    shutil.rmtree(runtime, ignore_errors=True)
-    os.mkdir(runtime, 0o700)
-    os.chown(runtime, entry.pw_uid, entry.pw_gid)
-    yield entry, str(runtime)
-    for name in run_as((entry, str(runtime)), "ps", "-aq").stdout.split():
-        run_as((entry, str(runtime)), "rm", "-f", name)
+    shutil.rmtree(user_runtime_dir(entry.pw_uid), ignore_errors=True)   # as_user makes it afresh
+    yield entry
+    for name in as_user(entry, "ps", "-aq").stdout.split():
+        as_user(entry, "rm", "-f", name)
     remove_test_user(USER)
-
-
-def run_as(user, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    entry, runtime = user
-    env = {"PATH": "/usr/bin:/bin", "HOME": entry.pw_dir, "USER": entry.pw_name, "XDG_RUNTIME_DIR": runtime}
-    return subprocess.run(["runuser", "-u", entry.pw_name, "--", "env", *[f"{k}={v}" for k, v in env.items()],
-                           CORERT, *args], capture_output=True, text=True, timeout=timeout, cwd="/")
 
 
 def helpers_of(user) -> list[str]:
     """The user's live slirp4netns/pasta processes (after a short settle: they get SIGTERM first)."""
-    entry, _ = user
-    deadline = time.monotonic() + 5
-    while True:
-        out = subprocess.run(["ps", "-u", str(entry.pw_uid), "-o", "stat=,args="], capture_output=True,
-                             text=True).stdout
-        live = [line for line in out.splitlines()
-                if ("slirp4netns" in line or "pasta" in line) and not line.strip().startswith("Z")]
-        if not live or time.monotonic() > deadline:
-            return live
-        time.sleep(0.1)
+    return user_processes(user.pw_uid, settle=5, only=("slirp4netns", "pasta"))
 
 
 @pytest.fixture
@@ -67,27 +46,26 @@ def tun_open():
 
 @pytest.mark.parametrize("net,port", [("slirp", 18091), ("pasta", 18092)])
 def test_published_port_answers_on_host_loopback(user, tun_open, net, port):
-    r = run_as(user, "run", "-d", "--name", f"web-{net}", f"--net={net}", "-p", f"{port}:80", "busybox", "sh",
-               "-c", HTTPD.format(text=f"hello-{net}"))
+    r = as_user(user, "run", "-d", "--name", f"web-{net}", f"--net={net}", "-p", f"{port}:80", "busybox", "sh",
+                "-c", HTTPD.format(text=f"hello-{net}"))
     assert r.returncode == 0, r.stderr
     try:
         # The helper is ready before `run -d` returns, and httpd listens soon after: retry briefly.
-        deadline = time.monotonic() + 10
-        while (body := http_get("127.0.0.1", port)).startswith("error") and time.monotonic() < deadline:
-            time.sleep(0.1)
+        body = poll(lambda: http_get("127.0.0.1", port), until=lambda b: not b.startswith("error"), timeout=10,
+                    interval=0.1)
         assert body == f"hello-{net}"
-        e = run_as(user, "exec", f"web-{net}", "sh", "-c", "ip -o link | cut -d: -f2; cat /etc/hostname")
+        e = as_user(user, "exec", f"web-{net}", "sh", "-c", "ip -o link | cut -d: -f2; cat /etc/hostname")
         assert e.returncode == 0, e.stderr
         assert len(helpers_of(user)) == 1
     finally:
-        assert run_as(user, "rm", "-f", f"web-{net}").returncode == 0
+        assert as_user(user, "rm", "-f", f"web-{net}").returncode == 0
     assert helpers_of(user) == []
     assert http_get("127.0.0.1", port).startswith("error")
 
 
 def test_slirp_gives_outbound_stack_without_host_loopback(user, tun_open):
-    r = run_as(user, "run", "--rm", "--net=slirp", "busybox", "sh", "-c",
-               "ip -o -4 addr show tap0; ip route; cat /etc/resolv.conf")
+    r = as_user(user, "run", "--rm", "--net=slirp", "busybox", "sh", "-c",
+                "ip -o -4 addr show tap0; ip route; cat /etc/resolv.conf")
     assert r.returncode == 0, r.stderr
     assert "10.0.2.100/24" in r.stdout and "default via 10.0.2.2" in r.stdout
     assert "nameserver 10.0.2.3" in r.stdout
@@ -95,23 +73,21 @@ def test_slirp_gives_outbound_stack_without_host_loopback(user, tun_open):
 
 
 def test_helper_of_an_exited_container_is_swept(user, tun_open):
-    r = run_as(user, "run", "-d", "--name", "short", "--net=slirp", "busybox", "true")
+    r = as_user(user, "run", "-d", "--name", "short", "--net=slirp", "busybox", "true")
     assert r.returncode == 0, r.stderr
-    deadline = time.monotonic() + 10
-    while "running" in run_as(user, "ps").stdout and time.monotonic() < deadline:
-        time.sleep(0.1)
-    p = run_as(user, "network", "prune")
+    poll(lambda: as_user(user, "ps").stdout, until=lambda out: "running" not in out, timeout=10, interval=0.1)
+    p = as_user(user, "network", "prune")
     assert p.returncode == 0, p.stderr
     assert "helper" in p.stdout
     assert helpers_of(user) == []
-    assert run_as(user, "rm", "short").returncode == 0
+    assert as_user(user, "rm", "short").returncode == 0
 
 
 def test_inaccessible_tun_is_reported_with_the_fix(user):
     if os.stat(TUN).st_mode & 0o006 == 0o006:
         pytest.skip(f"{TUN} is open to everyone on this host")
     for net in ("slirp", "pasta"):
-        r = run_as(user, "run", "--rm", f"--net={net}", "busybox", "true")
+        r = as_user(user, "run", "--rm", f"--net={net}", "busybox", "true")
         assert r.returncode == 125
         assert f"chmod 0666 {TUN}" in r.stderr and len(r.stderr.strip().splitlines()[-1]) < 200
-    assert run_as(user, "ps", "-aq").stdout.split() == []
+    assert as_user(user, "ps", "-aq").stdout.split() == []

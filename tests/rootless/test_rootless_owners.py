@@ -9,19 +9,18 @@ runs it with a PATH holding a fusermount3 that records any call, and checks it w
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import stat
 import struct
-import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from support import CORERT, make_test_user, remove_test_user, user_runtime_dir
+from support import (CORERT, as_user, image_config, make_test_user, remove_test_user, run_as_user, tar_bytes,
+                     user_processes, write_oci_layout)
 
 USER = "corert-owners"
 USER_NOSUB = "corert-owners1"
@@ -54,14 +53,6 @@ def _capped(name: str) -> tuple[tarfile.TarInfo, bytes]:
     return info, data
 
 
-def _tar(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for info, data in members:
-            tf.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
-    return buf.getvalue()
-
-
 def owners_layers() -> list[bytes]:
     """Bottom layer: busybox plus files of many owners. Top layer: a whiteout, an opaque dir, a new file."""
     from corert.images.busybox import build_layer
@@ -89,32 +80,7 @@ def owners_layers() -> list[bytes]:
         _member("cache/.wh..wh..opq", tarfile.REGTYPE, 0o644),
         _member("cache/new", tarfile.REGTYPE, 0o644, 65534, 65534, b"new\n"),
     ]
-    return [_tar(members), _tar(top)]
-
-
-def write_oci_layout(dest: Path, layers: list[bytes]) -> Path:
-    """A minimal OCI image layout with uncompressed layers."""
-    blobs = dest / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def put(data: bytes) -> dict:
-        digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return {"digest": f"sha256:{digest}", "size": len(data)}
-
-    layer_descs = [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **put(t)} for t in layers]
-    config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
-              "rootfs": {"type": "layers", "diff_ids": [d["digest"] for d in layer_descs]}}
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           **put(json.dumps(config).encode())},
-                "layers": layer_descs}
-    index = {"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                                                **put(json.dumps(manifest).encode()),
-                                                "annotations": {"org.opencontainers.image.ref.name": "1"}}]}
-    (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (dest / "index.json").write_text(json.dumps(index))
-    return dest
+    return [tar_bytes(members), tar_bytes(top)]
 
 
 # ----- users -------------------------------------------------------------------------------------------
@@ -127,7 +93,10 @@ def image_dir():
 
     top = Path(tempfile.mkdtemp(prefix="corert-owners-"))
     os.chmod(top, 0o755)
-    path = write_oci_layout(top / "oci", owners_layers())
+    path = top / "oci"
+    layers = owners_layers()
+    write_oci_layout(path, layers, config=image_config(layers, full=False), gzip_layers=False, ref="1",
+                     ref_key="org.opencontainers.image.ref.name")
     for dirpath, _, filenames in os.walk(top):
         os.chmod(dirpath, 0o755)
         for f in filenames:
@@ -161,26 +130,6 @@ def spy():
 def spy_calls(script: Path) -> str:
     calls = script.parent / "calls"
     return calls.read_text() if calls.exists() else ""
-
-
-def as_user(entry, *args: str, spy: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """corert as the user. With `spy`, in a private mount namespace where /usr/bin/fusermount3 is `spy`
-    (libfuse runs it by that absolute path): the host's files stay as they are."""
-    runtime_dir = user_runtime_dir(entry.pw_uid)
-    os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
-    os.chown(runtime_dir, entry.pw_uid, entry.pw_gid)
-    env = {"PATH": "/usr/bin:/bin", "HOME": entry.pw_dir, "USER": entry.pw_name, "XDG_RUNTIME_DIR": runtime_dir}
-    argv = ["runuser", "-u", entry.pw_name, "--", "/usr/bin/env", *[f"{k}={v}" for k, v in env.items()],
-            CORERT, *args]
-    if spy is not None:
-        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                'mount --bind "$0" /usr/bin/fusermount3 && exec "$@"', str(spy), *argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd="/")
-
-
-def user_processes(uid: int) -> list[str]:
-    out = subprocess.run(["ps", "-u", str(uid), "-o", "pid=,stat=,args="], capture_output=True, text=True)
-    return [line for line in out.stdout.splitlines() if line.strip() and "Z" not in line.split()[1]]
 
 
 def assert_clean(entry) -> None:
@@ -367,8 +316,7 @@ for kind in ('image', 'config'):
 
 def test_run_in_userns_returns_and_raises(user):
     python = os.path.join(os.path.dirname(CORERT), "python")
-    r = subprocess.run(["runuser", "-u", user.pw_name, "--", python, "-c", HELPER], capture_output=True,
-                       text=True, timeout=60, cwd="/")
+    r = run_as_user(user, python, "-c", HELPER, timeout=60, cwd="/")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
         f"(0, 0, ['0', '{user.pw_uid}', '1', '1', '{SUBUID_START}', '65535'])",

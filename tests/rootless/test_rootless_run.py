@@ -6,12 +6,10 @@ and put it back.
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 
 import pytest
 
-from support import CORERT, make_test_user, remove_test_user, user_runtime_dir
+from support import as_user, make_test_user, remove_test_user, user_processes, wait_for
 
 USER = "corert-rootless"
 USER_NOSUB = "corert-rootless1"
@@ -24,34 +22,13 @@ def user():
     remove_test_user(USER)
 
 
-def as_user(entry, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    runtime_dir = user_runtime_dir(entry.pw_uid)
-    os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
-    os.chown(runtime_dir, entry.pw_uid, entry.pw_gid)
-    env = {"PATH": "/usr/bin:/bin", "HOME": entry.pw_dir, "USER": entry.pw_name,
-           "XDG_RUNTIME_DIR": runtime_dir}
-    return subprocess.run(["runuser", "-u", entry.pw_name, "--", "env", *[f"{k}={v}" for k, v in env.items()],
-                           CORERT, *args], capture_output=True, text=True, timeout=timeout, cwd="/")
-
-
-def user_processes(entry, settle: float = 5.0) -> list[str]:
-    """The user's live processes (zombies are only waiting for init to reap them), after at most `settle` s."""
-    deadline = time.time() + settle
-    while True:
-        out = subprocess.run(["ps", "-u", str(entry.pw_uid), "-o", "pid=,stat=,args="], capture_output=True, text=True)
-        live = [line for line in out.stdout.splitlines() if line.strip() and "Z" not in line.split()[1]]
-        if not live or time.time() > deadline:
-            return live
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def clean_user(user):
     """Every test starts and ends with no container, mount or process of the user."""
     yield user
     for name in as_user(user, "ps", "-aq").stdout.split():
         as_user(user, "rm", "-f", name)
-    assert user_processes(user) == []
+    assert user_processes(user.pw_uid, settle=5) == []
     assert not [line for line in open("/proc/self/mountinfo") if user.pw_dir in line]
 
 
@@ -76,14 +53,11 @@ def test_detached_exec_logs_stop_rm(clean_user, fuse_open):
     assert "web" in as_user(clean_user, "ps").stdout
     e = as_user(clean_user, "exec", "web", "sh", "-c", "echo in-$(hostname)-$$")
     assert e.returncode == 0 and e.stdout.startswith("in-"), e.stderr
-    deadline = time.time() + 10
-    while "started" not in as_user(clean_user, "logs", "web").stdout:
-        assert time.time() < deadline
-        time.sleep(0.1)
+    wait_for(lambda: "started" in as_user(clean_user, "logs", "web").stdout, "the log line", timeout=10, interval=0.1)
     assert as_user(clean_user, "stop", "-t", "5", "web").returncode == 0
     assert "stopped" in as_user(clean_user, "ps", "-a").stdout
     assert as_user(clean_user, "rm", "web").returncode == 0
-    assert user_processes(clean_user) == []
+    assert user_processes(clean_user.pw_uid, settle=5) == []
 
 
 def test_fuse_inaccessible_is_explained(clean_user):

@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from corert.engine.state import (ContainerRecord, StateStore, live_status, oci_s
                                  rfc3339_nano, validate_id)
 from corert.errors import (ContainerExists, ContainerNotFound, CorertError, HookError, InvalidState,
                            UsageError)
+from support import exited, poll
 
 
 @pytest.fixture
@@ -69,13 +71,8 @@ def spawn(procs: list, store: StateStore, cid: str, script: str, *, fifo: bool =
 INIT = 'printf 0 > "$FIFO"; exec sleep 60'   # waits for `start`, then becomes the container process
 
 
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
+# Local processes settle fast: a short bound on each wait (it only bounds a hang), polled finely.
+wait_until = partial(poll, timeout=5.0, interval=0.01)
 
 
 # ---- ids, store ---------------------------------------------------------------------------------
@@ -243,8 +240,7 @@ def test_live_status_follows_a_real_process(store: StateStore, procs: list) -> N
     wrong = ContainerRecord.from_dict({**record.to_dict(), "pid_start": record.pid_start + 1})
     assert live_status(store, wrong) == "stopped"         # pid reused by another process
     os.kill(record.pid, signal.SIGKILL)
-    assert wait_for(lambda: (proc_start_time(record.pid) is None
-                             or open(f"/proc/{record.pid}/stat").read().split(") ")[1][0] == "Z"))
+    assert wait_until(lambda: exited(record.pid))
     assert live_status(store, record) == "stopped"        # zombie (not reaped yet) counts as stopped
     procs[0].wait()
     assert live_status(store, record) == "stopped"        # gone
@@ -284,7 +280,7 @@ def test_list_containers_owner_and_order(store: StateStore, procs: list) -> None
 
 def test_ps_without_cgroup_finds_descendants(store: StateStore, procs: list) -> None:
     record = spawn(procs, store, "c1", "sleep 60 & sleep 60 & wait", fifo=False)
-    assert wait_for(lambda: len(query.ps(store, "c1")) == 3)
+    assert wait_until(lambda: len(query.ps(store, "c1")) == 3)
     pids = query.ps(store, "c1")
     assert pids[0] == record.pid or record.pid in pids
     os.killpg(record.pid, signal.SIGKILL)
@@ -308,7 +304,7 @@ def test_start_releases_the_init_and_runs_poststart(store: StateStore, procs: li
     assert store.load("c1").status == "created"
     assert query.state(store, "c1")["status"] == "running"
     # the init went on to exec its process
-    assert wait_for(lambda: open(f"/proc/{record.pid}/cmdline", "rb").read().startswith(b"sleep"))
+    assert wait_until(lambda: open(f"/proc/{record.pid}/cmdline", "rb").read().startswith(b"sleep"))
     state = json.loads(out.read_text())
     assert state["id"] == "c1" and state["status"] == "running" and state["pid"] == record.pid
     with pytest.raises(InvalidState, match="cannot start an already running container"):
@@ -362,11 +358,11 @@ def test_kill_created_container(store: StateStore, procs: list) -> None:
 
 def test_kill_all_without_cgroup_reaches_descendants(store: StateStore, procs: list) -> None:
     record = spawn(procs, store, "c1", "sleep 60 & sleep 60 & wait", fifo=False)
-    assert wait_for(lambda: len(query.descendants(record.pid)) == 3)
+    assert wait_until(lambda: len(query.descendants(record.pid)) == 3)
     children = [p for p in query.descendants(record.pid) if p != record.pid]
     control.kill(store, "c1", signal.SIGKILL, all=True)
     procs[0].wait(timeout=5)
-    assert wait_for(lambda: all(proc_start_time(p) is None for p in children))
+    assert wait_until(lambda: all(proc_start_time(p) is None for p in children))
 
 
 def test_pause_needs_a_cgroup_and_a_live_container(store: StateStore, procs: list) -> None:
@@ -525,7 +521,7 @@ def test_pause_resume_update_events_with_a_cgroup(store: StateStore, procs: list
     control.resume(store, "c1")
     assert query.state(store, "c1")["status"] == "created"
     control.start(store, "c1")
-    assert wait_for(lambda: len(cgroup_handle.pids()) == 2)
+    assert wait_until(lambda: len(cgroup_handle.pids()) == 2)
     assert query.ps(store, "c1") == sorted(cgroup_handle.pids())
 
     control.pause(store, "c1")
@@ -558,7 +554,7 @@ def test_pause_resume_update_events_with_a_cgroup(store: StateStore, procs: list
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines and all(ev["type"] == "stats" and ev["id"] == "c1" for ev in lines)
     assert procs[0].wait(timeout=5) == -signal.SIGKILL
-    assert wait_for(lambda: cgroup_handle.pids() == [])
+    assert wait_until(lambda: cgroup_handle.pids() == [])
 
 
 def test_relay_from_a_local_terminal_restores_it() -> None:

@@ -22,40 +22,7 @@ from corert.images import layout
 from corert.images.tarwriter import write_layer_tar
 from corert.fsutil import remove_tree
 from corert.images.unpack import split_path, unpack_layer
-
-
-def make_tar(entries: list[tuple], *, fmt: int = tarfile.PAX_FORMAT) -> bytes:
-    """entries: (kind, name, extra...) with kind in dir/file/sym/link/chr/blk/fifo; extra via a dict."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
-        for kind, name, *rest in entries:
-            opts = rest[0] if rest else {}
-            info = tarfile.TarInfo(name)
-            info.mode = opts.get("mode", 0o755 if kind == "dir" else 0o644)
-            info.uid = opts.get("uid", 0)
-            info.gid = opts.get("gid", 0)
-            info.mtime = opts.get("mtime", 1_600_000_000)
-            if "xattrs" in opts:
-                info.pax_headers = {"SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape")
-                                    for k, v in opts["xattrs"].items()}
-            data = None
-            if kind == "dir":
-                info.type = tarfile.DIRTYPE
-            elif kind == "file":
-                payload = opts.get("data", b"")
-                info.size = len(payload)
-                data = io.BytesIO(payload)
-            elif kind == "sym":
-                info.type, info.linkname = tarfile.SYMTYPE, opts["target"]
-            elif kind == "link":
-                info.type, info.linkname = tarfile.LNKTYPE, opts["target"]
-            elif kind in ("chr", "blk"):
-                info.type = tarfile.CHRTYPE if kind == "chr" else tarfile.BLKTYPE
-                info.devmajor, info.devminor = opts.get("dev", (1, 3))
-            elif kind == "fifo":
-                info.type = tarfile.FIFOTYPE
-            tf.addfile(info, data)
-    return buf.getvalue()
+from support import make_tar
 
 
 def unpack(data: bytes, dest: Path, *, rootless: bool = True):
