@@ -219,9 +219,13 @@ class Container(_StdioStreams):
 
         await self._engine(kill, self._rt._store, self.id, int(sig), all)
 
-    async def stop(self, grace: float = 10.0, sig: int = _signal.SIGTERM) -> ExitStatus:
-        """`sig` (SIGTERM), then SIGKILL if the process is still there after `grace` seconds; the exit."""
-        self._init.send_signal(sig)
+    async def stop(self, grace: float = 10.0, sig: int | None = None) -> ExitStatus:
+        """`sig`, else the container's stop signal (as `corert stop`: the stop_signal option, else the
+        image's StopSignal, else SIGTERM), then SIGKILL if the process is still there after `grace`
+        seconds; the exit."""
+        from corert.frontend.containers import stop_signal
+
+        self._init.send_signal(stop_signal(self.record) if sig is None else sig)
         with trio.move_on_after(grace):
             return await self.wait()
         self._init.send_signal(_signal.SIGKILL)

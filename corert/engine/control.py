@@ -59,7 +59,7 @@ def _release_init(store: StateStore, record: ContainerRecord) -> None:
     import select
 
     fifo = store.exec_fifo_path(record.id)
-    pidfd = _open_pidfd(record)
+    pidfd = open_pidfd(record)
     try:
         # O_NONBLOCK: never hang in open() if the init died; poll both the fifo and the init's pidfd.
         try:
@@ -88,8 +88,10 @@ def _release_init(store: StateStore, record: ContainerRecord) -> None:
     os.unlink(fifo)
 
 
-def _open_pidfd(record: ContainerRecord) -> int:
-    """A pidfd for the container init, checked against the recorded start time (pid reuse)."""
+def open_pidfd(record: ContainerRecord) -> int:
+    """A pidfd for the container init, checked against the recorded start time (pid reuse).
+
+    InvalidState when the init is gone; the caller owns (closes) the fd."""
     try:
         pidfd = os.pidfd_open(record.pid)
     except (ProcessLookupError, ValueError):
@@ -101,6 +103,17 @@ def _open_pidfd(record: ContainerRecord) -> int:
     return pidfd
 
 
+def wait_exit(pidfd: int, timeout: float | None = None) -> bool:
+    """Block until the process of `pidfd` exits (at most `timeout` seconds): whether it exited.
+
+    A pidfd turns readable at the exit, also for a process that is not our child (no waitpid)."""
+    import select
+
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+
+
 def kill(store: StateStore, container_id: str, sig: int, all: bool = False) -> None:
     """Signal the init (through a pidfd), or with all=True every process of the container (runc rules)."""
     record = store.load(container_id)
@@ -110,7 +123,7 @@ def kill(store: StateStore, container_id: str, sig: int, all: bool = False) -> N
         return
     if status not in ("created", "running", "paused"):
         raise InvalidState("container not running")
-    pidfd = _open_pidfd(record)
+    pidfd = open_pidfd(record)
     try:
         _signal.pidfd_send_signal(pidfd, sig)
     except ProcessLookupError:
@@ -146,7 +159,7 @@ def _kill_all(record: ContainerRecord, status: str, sig: int) -> None:
         return
     from corert.engine.query import descendants
 
-    pidfd = _open_pidfd(record)
+    pidfd = open_pidfd(record)
     try:
         for pid in descendants(record.pid):
             try:

@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from corert.engine.control import open_pidfd, resume, wait_exit
 from corert.engine.state import ContainerRecord, StateStore, live_status
-from corert.errors import ContainerExists, ContainerNotFound, CorertError, UsageError
+from corert.errors import ContainerExists, ContainerNotFound, CorertError, InvalidState, UsageError
 from corert.fsutil import remove_tree
 from corert.frontend.config import RunOptions, build_config
 
@@ -223,37 +224,39 @@ def stop(store: StateStore, record: ContainerRecord, timeout: float = 10.0, sig:
 
     The signal goes to the init (record.pid): the process itself, or with --init the tiny init, which
     forwards it to the process. A paused container is thawed after the signal, so that it can act on it."""
-    import select
     import signal
-    from corert.engine.state import init_alive
 
     if timeout < 0:
         raise UsageError(f"invalid stop timeout {timeout}: it must not be negative")
     sig = sig or stop_signal(record)
-    try:
-        pidfd = os.pidfd_open(record.pid)
-    except ProcessLookupError:
+    pidfd = _init_pidfd(record)
+    if pidfd is None:
         return
     try:
-        if not init_alive(record):   # checked with the pidfd open: the pid cannot be reused under us
-            return
         signal.pidfd_send_signal(pidfd, sig)
         if live_status(store, record) == "paused":
-            from corert.engine.control import resume
-            from corert.errors import InvalidState
             try:
                 resume(store, record.id)
             except InvalidState:
                 pass   # thawed meanwhile
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        if not poller.poll(int(timeout * 1000)):
+        if not wait_exit(pidfd, timeout):
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            poller.poll(5000)
+            wait_exit(pidfd, 5.0)
     except ProcessLookupError:
         pass
     finally:
         os.close(pidfd)
+
+
+def _init_pidfd(record: ContainerRecord) -> int | None:
+    """A pidfd of the container init (the pid cannot be reused under it), None when it is gone.
+
+    An exited but unreaped init (a zombie) still gets one: it is readable at once, and a signal to it
+    is a no-op, so stop and the --rm watcher return at once as for a reaped one."""
+    try:
+        return open_pidfd(record)
+    except InvalidState:
+        return None
 
 
 def remove_when_exited(store: StateStore, record: ContainerRecord) -> None:
@@ -276,7 +279,10 @@ def remove_when_exited(store: StateStore, record: ContainerRecord) -> None:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.closerange(3, 65536)   # no lock, database or log fd of the front end outlives it here
-        _wait_exit(record)
+        pidfd = _init_pidfd(record)
+        if pidfd is not None:
+            wait_exit(pidfd)
+            os.close(pidfd)
         from corert.engine.delete import delete
 
         delete(store, record.id, force=True)
@@ -285,22 +291,3 @@ def remove_when_exited(store: StateStore, record: ContainerRecord) -> None:
         code = 1
     finally:
         os._exit(code)
-
-
-def _wait_exit(record: ContainerRecord) -> None:
-    """Block until the recorded init exits (a pidfd: no pid-reuse race once the start time matched)."""
-    import select
-    from corert.engine.state import init_alive
-
-    try:
-        pidfd = os.pidfd_open(record.pid)
-    except ProcessLookupError:
-        return
-    try:
-        if not init_alive(record):   # the pid was already reused: our container is gone
-            return
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        poller.poll()
-    finally:
-        os.close(pidfd)
