@@ -40,11 +40,30 @@ class _CodeBundle:
     def __init__(self, path):
         self.path = path
         self.fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+        st = posix.fstat(self.fd)
+        self.ident = (st.st_dev, st.st_ino)
         size = int.from_bytes(posix.pread(self.fd, 8, 0), "little")
         version, self.index = marshal.loads(posix.pread(self.fd, size, 8))
         if version != sys.hexversion:
             raise ValueError("written by another interpreter")
         self.base = 8 + size
+
+    def read(self, offset, length):
+        # Our fd may have been closed (a forked helper closes every fd) and its number reused: check
+        # that it is still this file, else open the path again, which must still be this very file.
+        st = None
+        try:
+            st = posix.fstat(self.fd)
+        except OSError:
+            pass
+        if st is None or (st.st_dev, st.st_ino) != self.ident:
+            fd = posix.open(self.path, posix.O_RDONLY | posix.O_CLOEXEC)
+            st = posix.fstat(fd)
+            if (st.st_dev, st.st_ino) != self.ident:
+                posix.close(fd)
+                raise ValueError("bundle replaced")
+            self.fd = fd
+        return posix.pread(self.fd, length, self.base + offset)
 
     def find_spec(self, name, path=None, target=None):
         entry = self.index.get(name)
@@ -55,8 +74,10 @@ class _CodeBundle:
             st = posix.stat(origin)
             if st.st_mtime_ns != mtime_ns or st.st_size != size:
                 return None  # edited since: the normal finders read the file
-            code = marshal.loads(posix.pread(self.fd, length, self.base + offset))
+            code = marshal.loads(self.read(offset, length))
         except (OSError, ValueError, EOFError, TypeError):
+            return None
+        if type(code) is not type(self.read.__code__):
             return None
         spec = ModuleSpec(name, self, origin=origin, loader_state=code, is_package=is_package)
         if is_package:

@@ -102,3 +102,24 @@ def test_a_broken_bundle_is_ignored(tmp_path: Path) -> None:
     assert _loaders(script)["corert.engine.state"] == ["SourceFileLoader", "-"]
     out = subprocess.run([str(script), "--version"], capture_output=True, text=True, env={}, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("corert version "), out.stderr
+
+
+def test_the_bundle_survives_its_fd_being_closed_and_reused(tmp_path: Path) -> None:
+    """A forked helper (`run -d --rm`'s watcher) closes every fd, then imports more of corert while other
+    files take the freed numbers: modules still come from the bundle, never from whatever the fd is now."""
+    site = _copy_of_installed_corert(tmp_path)
+    script = tmp_path / "corert"
+    launcher.install(str(script), paths=[str(site)])
+    other = tmp_path / "other"
+    other.write_bytes(b"\xe3" * 4096)   # marshal's code-object type byte: the worst thing to read instead
+    probe = script.read_text().replace("console_main()\n", f"""
+import os
+os.closerange(3, 1024)
+held = [os.open({str(other)!r}, os.O_RDONLY) for _ in range(8)]
+import corert.engine.delete
+print(type(sys.modules["corert.engine.delete"].__spec__.loader).__name__)
+""")
+    (tmp_path / "probe").write_text(probe)
+    out = subprocess.run([sys.executable, "-I", "-S", str(tmp_path / "probe")], capture_output=True, text=True,
+                         env={}, timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, "_CodeBundle"), out.stderr
