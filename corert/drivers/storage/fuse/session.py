@@ -3,9 +3,10 @@
 pyfuse3 3.x reads each request after ``_wait_fuse_readable()``: a trio lock, an epoll registration and a
 pass through trio's scheduler per request, which costs more than most of our handlers. Our handlers never
 await (see daemon._guard), so one worker task serves as well as many, and while the kernel has requests
-queued the next one can be taken straight away: a zero-timeout poll(2) says so. Every BURST requests (and
-whenever the queue is empty) we still go through pyfuse3's own wait, which yields to trio so the signal
-task runs.
+queued the next one can be taken straight away: a zero-timeout poll(2) says so. When the queue is empty the
+next request is usually a round trip away, so we wait for it in poll(2) for up to IDLE_POLL_MS. Every BURST
+requests, and once the queue stayed empty that long, we go through pyfuse3's own wait, which yields to trio
+so the signal task runs (a stop request waits at most IDLE_POLL_MS for it).
 
 The hook replaces a private pyfuse3 function that its loop looks up by name on every request; when a
 pyfuse3 version lacks it, the daemon serves through the stock loop (slower, same behaviour).
@@ -19,6 +20,10 @@ import stat
 import pyfuse3
 
 BURST = 64  # requests taken without yielding to trio while the kernel's queue is non-empty
+# An empty queue is usually a round trip away from the next request (tar: open, read, close, next file):
+# wait for it in poll(2) for up to this long before the full trip through trio's epoll (an epoll_ctl
+# pair, a lock and a scheduler pass per request). Bounds how long trio (its signal task) waits for a turn.
+IDLE_POLL_MS = 20
 
 
 FUSE_DEVICE = os.makedev(10, 229)  # /dev/fuse, the misc device
@@ -49,7 +54,7 @@ def install_fast_wait() -> bool:
 
     async def wait_readable() -> bool:
         nonlocal burst
-        if burst and poller.poll(0):
+        if burst and (poller.poll(0) or poller.poll(IDLE_POLL_MS)):
             burst -= 1
             return True  # readable (or hung up: the read that follows sees the unmount and ends the loop)
         burst = BURST
