@@ -65,6 +65,12 @@ def destroy(store: StateStore, record: ContainerRecord, status: str) -> None:
             load_attachment(record.network).teardown()
         except Exception as e:  # noqa: BLE001
             errors.append(f"network: {e}")
+    if record.extra.get("connected"):   # `corert network connect` added interfaces: their leases go too
+        try:
+            from corert.drivers.network.connect import release_container
+            release_container(record.id)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"network: {e}")
     poststop = (record.hooks or {}).get("poststop")
     if poststop:
         from corert.engine.hooks import run_hooks

@@ -200,9 +200,6 @@ def forget(record: ContainerRecord) -> None:
         images.remove_user(record.id)
     finally:
         images.close()
-    if os.geteuid() == 0:    # interfaces added by `corert network connect` (bridge containers: done already)
-        from corert.drivers.network.connect import release_container
-        release_container(record.id)
     data_dir = record.extra.get("data_dir")
     if data_dir:
         remove_tree(data_dir)   # refuses to reach into anything still mounted

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Front, http_get
+from support import Front, bundle_config, http_get, make_busybox_rootfs, write_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="user-defined networks need root")
 
@@ -187,6 +187,23 @@ def test_rm_releases_every_interface(front):
     assert _bridge(net_a) not in _links() and _bridge(net_b) not in _links()
     assert _bridge(net_a) not in _tables() and _bridge(net_b) not in _tables()
     assert not any(link.startswith(("vc", "veth" + cid[:7])) for link in _links())
+
+
+def test_oci_delete_releases_a_connected_container(front, tmp_path):
+    """A container made with the OCI verbs (its own netns from config.json) can be connected; `corert
+    delete` then releases that lease and the network's bridge, as `rm` does for the front door's."""
+    net = front.network("ocinet")
+    bundle = tmp_path / "bundle"
+    make_busybox_rootfs(bundle / "rootfs")
+    write_config(bundle, bundle_config(bundle / "rootfs", args=("sleep", "600")))
+    r = front("create", "--bundle", str(bundle), "oci1")
+    assert r.returncode == 0, r.stderr
+    front.ok("network", "connect", "ocinet", "oci1")
+    assert _held_leases().get(_bridge(net)) == ["oci1"]
+    assert _bridge(net) in _links()
+    front.ok("delete", "--force", "oci1")
+    assert _bridge(net) not in _held_leases()
+    assert _bridge(net) not in _links() and _bridge(net) not in _tables()
 
 
 def test_publish_on_user_network(front):

@@ -426,9 +426,6 @@ class BridgeAttachment:
             release({"id": st["id"], "ports": st["ports"], "veth": st.get("veth")}, self.net)
             refresh_hosts(data)
             drop_if_unused(data, self.net)
-        # Then, one book at a time (never two locks at once), the networks it was connected to.
-        from corert.drivers.network.connect import release_container
-        release_container(st["id"], skip=self.net.bridge, root=st["root"])
 
 
 def load_attachment(state: dict) -> BridgeAttachment:

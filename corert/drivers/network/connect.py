@@ -3,8 +3,9 @@
 connect: a veth pair whose peer is born in the container's netns under the next free ethN, an address from
 the network's book, no default route (the container keeps the one of its first network), the bridge made
 if it was not there. disconnect deletes the host end (the kernel deletes the peer with it) and the lease,
-and the bridge of a user network when it was its last container. When the container is deleted, its
-primary network's teardown (or the front door's rm) calls release_container for all the others.
+and the bridge of a user network when it was its last container. A connected container is marked
+in its state (extra["connected"]), and deleting it (engine.delete.destroy, whichever CLI or API deletes it)
+calls release_container for every network but its own attachment's.
 """
 from __future__ import annotations
 
@@ -67,6 +68,9 @@ def connect(store, record, network: str) -> str:
         with store.lock(record.id, timeout=10):
             record = store.load(record.id)
             pid = _own_netns_pid(store, record)
+            if not record.extra.get("connected"):   # before the lease: a delete must look for it
+                record.extra["connected"] = True
+                store.save(record)
             with LeaseBook(network_root(), net.bridge).locked() as data:
                 reclaim_stale(data, net)
                 if _held_by(data, record.id):
