@@ -109,20 +109,19 @@ def disconnect(store, record, network: str) -> None:
                 drop_if_unused(data, net)
 
 
-def release_container(container_id: str, skip: str | None = None, root: str | None = None) -> list[str]:
-    """Release every lease of a deleted container (all networks but `skip`); returns the bridges touched.
+def release_container(container_id: str) -> list[str]:
+    """Release every lease of a deleted container (its own attachment's is gone already); returns the
+    bridges touched.
 
     Each book is locked on its own, never two at once. Books are first read without the lock (atomic
     renames), so a delete only locks the books that name the container."""
     touched = []
     try:
-        bridges = books(root)
+        bridges = books()
     except OSError:          # no network root we may read (rootless): nothing of ours there
         return touched
     for bridge in bridges:
-        if bridge == skip:
-            continue
-        book = LeaseBook(root or network_root(), bridge)
+        book = LeaseBook(network_root(), bridge)
         if not _held_by(book.read(), container_id):
             continue
         with book.locked() as data:
