@@ -332,11 +332,10 @@ class _Builder:
     # ---- RUN -----------------------------------------------------------------------------------------------
     def _run(self, ins: Instruction, stage: _Stage, argv: list[str], arg_env: list[str]):
         from corert.engine.control import start
-        from corert.engine.delete import delete
         from corert.engine.run import supervise
         from corert.frontend.commit import commit
         from corert.frontend.config import RunOptions
-        from corert.frontend.containers import create_managed, forget
+        from corert.frontend.containers import create_managed, discard
 
         if stage.image is None:
             raise BuildError(f"{ins.where}: RUN needs an image with a shell: FROM scratch has none")
@@ -356,8 +355,7 @@ class _Builder:
             _drop_mount_stubs(record)
             return commit(record, None, created_by=f"RUN {' '.join(argv)}")
         finally:
-            delete(self.state_store, record.id, force=True)
-            forget(record)
+            discard(self.state_store, record)
 
 
 def _pairs(ins: Instruction, env: dict[str, str]) -> list[tuple[str, str]]:

@@ -62,7 +62,7 @@ def _run_parser() -> argparse.ArgumentParser:
 
 def cmd_run(options, args: list[str]) -> int:
     from corert.frontend.config import RunOptions
-    from corert.frontend.containers import create_managed, forget
+    from corert.frontend.containers import create_managed, discard
 
     ns = _run_parser().parse_args(args)
     if ns.privileged:
@@ -90,7 +90,6 @@ def cmd_run(options, args: list[str]) -> int:
             os.close(null)
     record, created = managed.record, managed.created
     from corert.engine.control import start
-    from corert.engine.delete import delete
     if ns.detach:
         for fd in (created.pidfd, created.pty_master):
             if fd >= 0:
@@ -98,8 +97,7 @@ def cmd_run(options, args: list[str]) -> int:
         try:
             start(store, record.id)
         except BaseException:   # a container that never ran is not left behind
-            delete(store, record.id, force=True)
-            forget(record)
+            discard(store, record)
             raise
         if ns.rm:
             from corert.frontend.containers import remove_when_exited
@@ -109,11 +107,10 @@ def cmd_run(options, args: list[str]) -> int:
     from corert.engine.run import supervise
     try:
         # Without --rm a stopped container stays for `ps -a`, `logs`, `diff`, `commit` and `rm`.
-        return supervise(store, record.id, created, keep=not ns.rm, start=start)
+        return supervise(store, record.id, created, keep=True, start=start)
     finally:
         if ns.rm:   # also when interrupted: --rm leaves nothing
-            delete(store, record.id, force=True)
-            forget(record)
+            discard(store, record)
 
 
 def _age(seconds: float) -> str:

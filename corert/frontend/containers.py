@@ -190,6 +190,17 @@ def remove_managed(store: StateStore, record: ContainerRecord, *, force: bool = 
     forget(record)
 
 
+def discard(store: StateStore, record: ContainerRecord) -> None:
+    """Delete the container if it is still there, whatever its state, then forget it: what `run --rm`, a
+    detached start that failed and build's RUN steps leave behind is nothing."""
+    from corert.engine.delete import delete
+
+    try:
+        delete(store, record.id, force=True)
+    finally:
+        forget(record)
+
+
 def forget(record: ContainerRecord) -> None:
     """The front-door bookkeeping that outlives the OCI state: image user and data directory."""
     from corert.images.store import ImageStore
@@ -280,10 +291,7 @@ def remove_when_exited(store: StateStore, record: ContainerRecord) -> None:
         if pidfd is not None:
             wait_exit(pidfd)
             os.close(pidfd)
-        from corert.engine.delete import delete
-
-        delete(store, record.id, force=True)
-        forget(record)
+        discard(store, record)
     except BaseException:
         code = 1
     finally:
