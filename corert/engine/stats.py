@@ -54,6 +54,20 @@ def system_cpu() -> tuple[int, int]:
     return total, cpus or (os.cpu_count() or 1)
 
 
+class HostSample:
+    """What read_stats needs from the host (CPU time, online CPUs, memory, PSI): read once per frame of
+    `corert stats`, not once per container."""
+
+    __slots__ = ("system_ns", "online_cpus", "memory", "pressure")
+
+    def __init__(self) -> None:
+        from corert.drivers.cgroups import psi
+
+        self.system_ns, self.online_cpus = system_cpu()
+        self.memory = host_memory()
+        self.pressure = psi.host()
+
+
 def host_memory() -> int:
     """MemTotal in bytes."""
     with open("/proc/meminfo") as f:
@@ -122,18 +136,19 @@ def _boot_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
-def read_stats(store: StateStore, record: ContainerRecord,
-               previous: Reading | None = None) -> tuple[dict, Reading]:
+def read_stats(store: StateStore, record: ContainerRecord, previous: Reading | None = None,
+               host: HostSample | None = None) -> tuple[dict, Reading]:
     """One sample of a container: (the stats dict described in the module doc, the Reading to pass as
-    `previous` next time)."""
+    `previous` next time). `host`: the frame's host sample when sampling several containers."""
     from corert.drivers.cgroups import psi
 
+    host = host or HostSample()
     status = live_status(store, record)
     live = status in LIVE
-    system_ns, online = system_cpu()
+    system_ns, online = host.system_ns, host.online_cpus
     result: dict = {"id": record.id, "name": record.extra.get("name", record.id), "status": status,
                     "read": time.time(), "cpu": {}, "memory": {}, "pids": {}, "blkio": {}, "hugetlb": {},
-                    "pressure": {}, "host_pressure": psi.host(), "online_cpus": online}
+                    "pressure": {}, "host_pressure": host.pressure, "online_cpus": online}
     raw: dict = {}
     if live and record.cgroup:
         from corert.drivers.cgroups import load_handle
@@ -153,7 +168,7 @@ def read_stats(store: StateStore, record: ContainerRecord,
         previous = Reading(0, None, online, record.pid_start * _NS // _CLK_TCK)
     memory = result["memory"] or {}
     limit = int((memory.get("usage") or {}).get("limit", 0))
-    host_mem = host_memory()
+    host_mem = host.memory
     if limit <= 0 or (host_mem and limit > host_mem):
         limit = host_mem   # unlimited: the cgroup shows a huge number, docker shows the host's memory
     usage = memory_usage(memory) if memory else 0
@@ -240,7 +255,6 @@ def watch(store: StateStore, refs: list[str], *, all_containers: bool = False, s
     On a terminal every frame replaces the previous one."""
     import sys
 
-    from corert.drivers.cgroups import psi
     from corert.frontend.containers import find
 
     out = out or sys.stdout
@@ -254,15 +268,17 @@ def watch(store: StateStore, refs: list[str], *, all_containers: bool = False, s
         found = [r for r in store.list() if r.extra.get("managed")]
         return found if all_containers else [r for r in found if live_status(store, r) in LIVE]
 
+    host = HostSample()
     for r in records():
-        previous[r.id] = read_stats(store, r)[1]
+        previous[r.id] = read_stats(store, r, host=host)[1]
     while True:
         time.sleep(interval)
+        host = HostSample()
         rows = []
         for r in records():
-            row, previous[r.id] = read_stats(store, r, previous.get(r.id))
+            row, previous[r.id] = read_stats(store, r, previous.get(r.id), host)
             rows.append(row)
-        text = format_json(rows) if fmt == "json" else format_table(rows, psi.host())
+        text = format_json(rows) if fmt == "json" else format_table(rows, host.pressure)
         out.write(("\033[2J\033[H" if clear else "") + text)
         out.flush()
         if not stream:
