@@ -8,8 +8,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from corert.errors import UsageError
+
+if TYPE_CHECKING:   # the drivers are imported only when a container is made (CLI start-up time)
+    from corert.drivers.network import Prepared
 
 
 @dataclass
@@ -181,12 +185,12 @@ def _security(config: dict, opts: RunOptions) -> None:
         linux["seccomp"] = seccomp
 
 
-def build_config(image_config: dict, opts: RunOptions, rootfs: Path, *, rootless: bool = False,
-                 id_maps: tuple[list[dict], list[dict]] | None = None, network=None) -> dict:
+def build_config(image_config: dict, opts: RunOptions, rootfs: Path, *, network: Prepared, rootless: bool = False,
+                 id_maps: tuple[list[dict], list[dict]] | None = None) -> dict:
     """The OCI config for one container of an image (docker's defaults where the options are silent).
 
     Rootless: `id_maps` (uidMappings, gidMappings) replace the spec's single-id map when given.
-    `network` is a corert.drivers.network.Prepared: its namespace, mounts and hostname go into the config."""
+    `network` is the --net driver's first step: its namespace, mounts and hostname go into the config."""
     from corert.spec.defaults import default_spec
 
     config = default_spec(rootless=rootless)
@@ -204,7 +208,8 @@ def build_config(image_config: dict, opts: RunOptions, rootfs: Path, *, rootless
     process["user"] = {"uid": uid, "gid": gid}
     process["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}]
     _clamp_nofile(process["rlimits"])
-    config["hostname"] = opts.hostname or (network.hostname if network is not None else None) or ""
+    # The driver's name covers `--hostname ""` on bridge/slirp/pasta (it falls back to the short id).
+    config["hostname"] = opts.hostname or network.hostname or ""
     if not config["hostname"]:
         config.pop("hostname")
     config["mounts"] = [m for m in config["mounts"] if not (rootless and m["type"] == "cgroup")]
@@ -212,14 +217,9 @@ def build_config(image_config: dict, opts: RunOptions, rootfs: Path, *, rootless
     linux = config["linux"]
     linux["resources"] = {**linux.get("resources", {}), **_resources(opts)}
     namespaces = [ns for ns in linux["namespaces"] if ns["type"] != "network"]
-    if network is not None:
-        if network.namespace is not None:
-            namespaces.append(network.namespace)
-        config["mounts"] += network.mounts
-    elif opts.net == "none":
-        namespaces.append({"type": "network"})
-    elif opts.net != "host":
-        raise UsageError(f"--net={opts.net} is not available yet (use none or host)")
+    if network.namespace is not None:   # None: --net host keeps the host's
+        namespaces.append(network.namespace)
+    config["mounts"] += network.mounts
     linux["namespaces"] = namespaces
     if opts.net == "host":
         config["mounts"] = [m for m in config["mounts"] if m["type"] != "sysfs"] + [

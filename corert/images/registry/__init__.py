@@ -5,7 +5,6 @@
     client.py     one repository on one registry: ping, token/basic auth, requests, per-thread connections
     pull.py       manifest/index resolution, verified resumable parallel blob downloads, store commit
     push.py       HEAD-skip, monolithic or chunked blob uploads, manifest PUT
-    progress.py   per-blob bars on a terminal, plain lines otherwise
 """
 from __future__ import annotations
 

@@ -23,10 +23,10 @@ from pathlib import Path
 from corert.errors import ImageError
 from corert.fsutil import write_all
 from corert.images import layout
+from corert.images.progress import TransferProgress
 from corert.images.registry.client import (INDEX_OCI, LIST_DOCKER, MANIFEST_ACCEPT, MANIFEST_DOCKER,
                                            MANIFEST_OCI, RegistryClient, RegistryError, TransferInterrupted,
                                            error_text)
-from corert.images.registry.progress import TransferProgress
 from corert.images.registry.reference import Reference, parse_reference
 
 CHUNK = 1 << 20

@@ -14,8 +14,8 @@ from typing import BinaryIO, Callable
 
 from corert.errors import ImageError
 from corert.images import layout
+from corert.images.progress import TransferProgress
 from corert.images.registry.client import MANIFEST_OCI, RegistryClient, RegistryError
-from corert.images.registry.progress import TransferProgress
 from corert.images.registry.pull import DEFAULT_JOBS, TransferCancelled, run_parallel
 from corert.images.registry.reference import parse_reference
 
