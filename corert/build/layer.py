@@ -5,6 +5,10 @@ storage drivers' read-only merged lookup), following the image's symlinks but ne
 as docker does. Existing parent directories are recreated in the diff with the image's own metadata (the
 overlay merges them with the lower ones); missing ones are made 0755 root-owned (or --chown's owner).
 Copied entries are owned by root (or --chown), keep their mode (or take --chmod) and mtime.
+
+A rootless store's layers hold files of the user's subordinate ids (what a RUN gave to www-data): the image's
+entries are looked up inside the user namespace (corert.rootless.as_userns_root), where they are readable
+and show their container owners.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import os
 import posixpath
 import stat
 from pathlib import Path
+from typing import NamedTuple
 
 from corert.build.context import BuildContext, Entry, Source
 from corert.drivers.storage.base import LayerView
@@ -22,42 +27,67 @@ from corert.images import layout
 _MAX_LINKS = 40   # symlinks followed while resolving one destination (the kernel's own limit)
 
 
+class _Lower(NamedTuple):
+    """An entry of the parent image as the container sees it."""
+    st: os.stat_result
+    owner: tuple[int, int]   # container-side ids
+    target: str | None       # a symlink's target
+
+
+def _image_entry(view: LayerView, rel: str, rootless: bool) -> _Lower | None:
+    host = view.lookup(rel)
+    if host is None:
+        return None
+    st = os.lstat(host)
+    owner = (st.st_uid, st.st_gid)
+    if rootless:
+        try:
+            recorded = os.getxattr(host, layout.OWNER_XATTR, follow_symlinks=False)
+        except OSError:
+            recorded = None
+        try:
+            owner = layout.stored_owner(st, recorded)[:2]
+        except ValueError:
+            owner = layout.stored_owner(st, None)[:2]
+    return _Lower(st, owner, os.readlink(host) if stat.S_ISLNK(st.st_mode) else None)
+
+
 class DiffWriter:
     def __init__(self, diff_dir: Path, layers: list[Path], *, rootless: bool) -> None:
         self.diff = str(diff_dir)
         self.view = LayerView(layers)
         self.rootless = rootless
         self.copier = LayerCopier(rootless)   # data copy (reflink when it can)
+        self._entries: dict[str, _Lower | None] = {}   # each lookup may cost a user-namespace helper
 
     # ---- resolution in the image -----------------------------------------------------------------------
-    def _lower(self, rel: str) -> os.stat_result | None:
-        host = self.view.lookup(rel) if rel else None
-        return os.lstat(host) if host else None
-
-    def _lower_owner(self, rel: str, st: os.stat_result) -> tuple[int, int]:
-        """The container-side owner of an image entry: a rootless store's files are the user's (root
-        inside) unless the owner xattr records another owner."""
-        if not self.rootless:
-            return st.st_uid, st.st_gid
-        try:
-            uid, gid, _mode = os.getxattr(self.view.lookup(rel), layout.OWNER_XATTR,   # type: ignore[arg-type]
-                                          follow_symlinks=False).decode().split(":")
-            return int(uid), int(gid)
-        except (OSError, ValueError):
-            return 0, 0
+    def _image(self, rel: str) -> _Lower | None:
+        """The parent image's entry at `rel` ('' = the root: None, never looked up)."""
+        if not rel:
+            return None
+        if rel not in self._entries:
+            if self.rootless:
+                from corert.rootless import as_userns_root
+                self._entries[rel] = as_userns_root(_image_entry, self.view, rel, True)
+            else:
+                self._entries[rel] = _image_entry(self.view, rel, False)
+        return self._entries[rel]
 
     def _lstat(self, rel: str) -> os.stat_result | None:
         """The entry this step sees at `rel`: what it already wrote, else the image's."""
         try:
             return os.lstat(os.path.join(self.diff, rel))
         except FileNotFoundError:
-            return self._lower(rel)
+            entry = self._image(rel)
+            return entry.st if entry else None
 
     def _readlink(self, rel: str) -> str:
         mine = os.path.join(self.diff, rel)
         if os.path.lexists(mine):
             return os.readlink(mine)
-        return os.readlink(self.view.lookup(rel))   # type: ignore[arg-type]
+        entry = self._image(rel)
+        assert entry is not None and entry.target is not None
+        return entry.target
 
     def resolve(self, path: str) -> str:
         """The absolute image path `path` with the image's symlinks followed inside its root ('' = /)."""
@@ -110,13 +140,13 @@ class DiffWriter:
             st = _lstat(mine)
             if st is not None and stat.S_ISDIR(st.st_mode):
                 continue
-            lower = self._lower(sub)
-            if lower is not None and not stat.S_ISDIR(lower.st_mode):
+            lower = self._image(sub)
+            if lower is not None and not stat.S_ISDIR(lower.st.st_mode):
                 raise UsageError(f"/{sub} exists in the image and is not a directory")
             os.mkdir(mine, 0o700)
             if lower is not None:   # the image's dir, same metadata: the overlay merges the two
-                self._own(mine, self._lower_owner(sub, lower), stat.S_IMODE(lower.st_mode))
-                os.utime(mine, ns=(lower.st_atime_ns, lower.st_mtime_ns))
+                self._own(mine, lower.owner, stat.S_IMODE(lower.st.st_mode))
+                os.utime(mine, ns=(lower.st.st_atime_ns, lower.st.st_mtime_ns))
             else:
                 self._own(mine, owner, 0o755)
 

@@ -7,6 +7,9 @@ overlay xattr), which `ImageStore.add_layer_from_dir` turns into a tar with OCI 
 - vfs: the rootfs is a full copy, so the change list against the image layers (`changes()`) is replayed
   into a staging dir: added/changed entries copied, deleted ones as whiteouts.
 
+Rootless, the replay runs inside the user namespace with the containers' map (as the tar writer does), so
+files the container gave to other owners are read, and copied with their owners, as the container sees them.
+
 The container's tree is container-controlled: the vfs replay opens every entry relative to its parent's fd
 with O_NOFOLLOW (as the tar writer does for upper dirs), so a symlink swapped in mid-commit cannot make us
 copy a host file into the image. A running container is frozen for the duration (docker's default), so
@@ -54,7 +57,14 @@ def commit(record: ContainerRecord, name: str | None, *, store: StateStore | Non
             if upper is not None:
                 return images.add_layer_from_dir(parent, Path(upper), parent.config, name, created_by=created_by)
             with images.staging() as diff_dir:
-                write_overlay_diff(prepared.rootfs, prepared.changes(), diff_dir, rootless=images.rootless)
+                changes = prepared.changes()
+                if images.rootless:
+                    from corert.rootless import as_userns_root
+                    # the container's files of other owners are subordinate ids on the host: only inside
+                    # the user namespace are they readable, with their container ids, and can the copies get them
+                    as_userns_root(write_overlay_diff, prepared.rootfs, changes, diff_dir, rootless=True)
+                else:
+                    write_overlay_diff(prepared.rootfs, changes, diff_dir, rootless=False)
                 return images.add_layer_from_dir(parent, diff_dir, parent.config, name, created_by=created_by)
     finally:
         images.close()

@@ -60,6 +60,18 @@ def is_reserved_xattr(name: str) -> bool:
     return name.startswith(RESERVED_XATTR_PREFIXES)
 
 
+def stored_owner(st: os.stat_result, recorded: bytes | None) -> tuple[int, int, int]:
+    """(uid, gid, mode) in the container of an entry of a rootless store, given its `OWNER_XATTR` value:
+    that record when there is one (ValueError when malformed), else the entry's own ids, the current user's
+    being root. Inside the user namespace with the full map the current user is 0 and subordinate ids show
+    as the container's; outside it only the record can hold another owner."""
+    if recorded is not None:
+        uid, gid, mode = recorded.decode().split(":")
+        return int(uid), int(gid), int(mode, 8)
+    mine = st.st_uid == os.geteuid()
+    return (0 if mine else st.st_uid), (0 if mine else st.st_gid), stat.S_IMODE(st.st_mode)
+
+
 ENV_DATA_ROOT = "CORERT_DATA_ROOT"
 
 

@@ -74,7 +74,6 @@ class _Writer:
         self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
         self.overlay_form = overlay_form
         self.rootless = rootless
-        self.euid = os.geteuid()
         self.notes = notes
         self.inodes: dict[tuple[int, int], str] = {}
 
@@ -149,16 +148,12 @@ class _Writer:
         if fd is not None:
             xattrs = _read_xattrs(fd)
         if self.rootless:
-            owner = xattrs.get(layout.OWNER_XATTR)
-            if owner is not None:
-                try:
-                    uid, gid, mode = owner.decode().split(":")
-                    info.uid, info.gid, info.mode = int(uid), int(gid), int(mode, 8)
-                except ValueError:
-                    self.notes.append(f"ignored malformed {layout.OWNER_XATTR} on {path!r}")
-            else:
-                info.uid = 0 if st.st_uid == self.euid else st.st_uid
-                info.gid = 0 if st.st_uid == self.euid else st.st_gid
+            recorded = xattrs.get(layout.OWNER_XATTR)
+            try:
+                info.uid, info.gid, info.mode = layout.stored_owner(st, recorded)
+            except ValueError:
+                self.notes.append(f"ignored malformed {layout.OWNER_XATTR} on {path!r}")
+                info.uid, info.gid, info.mode = layout.stored_owner(st, None)
         info.pax_headers = {
             "SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape")
             for k, v in sorted(xattrs.items())

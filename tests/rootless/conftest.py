@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from support import as_user, user_processes
+
 
 @pytest.fixture
 def fuse_open():
@@ -13,3 +15,13 @@ def fuse_open():
     os.chmod("/dev/fuse", 0o666)
     yield
     os.chmod("/dev/fuse", mode)
+
+
+@pytest.fixture
+def clean_user(user):
+    """Every test starts and ends with no container, mount or process of the user (`user`: the module's)."""
+    yield user
+    for name in as_user(user, "ps", "-aq").stdout.split():
+        as_user(user, "rm", "-f", name)
+    assert user_processes(user.pw_uid, settle=5) == []
+    assert not [line for line in open("/proc/self/mountinfo") if user.pw_dir in line]

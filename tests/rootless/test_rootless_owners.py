@@ -234,10 +234,11 @@ def test_fuse_detached_copy_up_and_rm(imported, fuse_open, spy):
     assert_clean(imported)
 
 
-@pytest.mark.parametrize("storage", ["overlay", "fuse"])
+@pytest.mark.parametrize("storage", ["overlay", "fuse", "vfs"])
 def test_diff_and_commit_keep_owners(imported, fuse_open, storage):
-    """The upper dir (files of www-data in a 0700 dir of www-data) is read inside the user namespace: the
-    diff lists it and the committed layer records the container's ids, which the next unpack restores."""
+    """The upper dir, or vfs's copy, (files of www-data in a 0700 dir of www-data) is read inside the user
+    namespace: the diff lists it and the committed layer records the container's ids, which the next unpack
+    restores."""
     script = ("rm /nobody; echo v2 > /srv/www/private/key; touch /srv/www/private/new; "
               "chown 33:33 /srv/www/private/new; chmod 0640 /srv/www/private/new")
     r = as_user(imported, "run", "--name", "c1", f"--storage={storage}", "owners", "sh", "-c", script)

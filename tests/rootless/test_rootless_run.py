@@ -22,16 +22,6 @@ def user():
     remove_test_user(USER)
 
 
-@pytest.fixture
-def clean_user(user):
-    """Every test starts and ends with no container, mount or process of the user."""
-    yield user
-    for name in as_user(user, "ps", "-aq").stdout.split():
-        as_user(user, "rm", "-f", name)
-    assert user_processes(user.pw_uid, settle=5) == []
-    assert not [line for line in open("/proc/self/mountinfo") if user.pw_dir in line]
-
-
 @pytest.mark.parametrize("storage", ["fuse", "overlay", "vfs"])
 def test_run_as_user(clean_user, fuse_open, storage):
     r = as_user(clean_user, "run", "--rm", f"--storage={storage}", "busybox", "sh", "-c",

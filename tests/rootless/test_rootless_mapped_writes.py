@@ -1,0 +1,73 @@
+"""Rootless build and vfs commit of files a container gave to another owner (on the host: a subordinate id).
+
+A container of an unprivileged user with a subordinate id range that makes /d owned by www-data (33) and
+/d/f 0600 leaves, on the host, files of the mapped id (subuid start + 32), which the user cannot read and
+whose lstat() shows the host id. What reads them for an image (the vfs commit's replay of the changes, the
+build's lookup of an image dir's owner for a later COPY) must do it inside the user namespace, where they
+show the container's ids: the built or committed image then has /d and /d/f as the container left them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from support import as_user, make_test_user, remove_test_user
+
+USER = "corert-mapped"
+SUBUID_START = 600000
+
+MAKE = "mkdir /d && echo hi > /d/f && chown -R 33:33 /d && chmod 600 /d/f"
+SHOW = "stat -c '%u:%g %a %n' /d /d/f; cat /d/f"
+EXPECTED = ["33:33 755 /d", "33:33 600 /d/f", "hi"]
+
+
+@pytest.fixture(scope="module")
+def user():
+    entry = make_test_user(USER, f"{SUBUID_START}:65536")
+    yield entry
+    remove_test_user(USER)
+
+
+@pytest.fixture
+def context():
+    """A build context the test user can read (pytest's tmp dirs are private to root)."""
+    top = Path(tempfile.mkdtemp(prefix="corert-mapped-"))
+    os.chmod(top, 0o755)
+    yield top
+    shutil.rmtree(top)
+
+
+@pytest.mark.parametrize("storage", ["overlay", "vfs"])
+def test_build_keeps_owner_of_a_run_step(clean_user, context, storage):
+    """RUN gives /d to www-data; the next steps (a COPY into /d: the parent's owner of /d is looked up, and
+    a RUN reading /d/f) see it as the RUN left it, and so does the built image."""
+    (context / "extra").write_text("x\n")
+    os.chmod(context / "extra", 0o644)
+    (context / "Containerfile").write_text(
+        f"FROM busybox\nRUN {MAKE}\nCOPY extra /d/extra\nRUN cat /d/f > /copy && test -s /copy\n")
+    os.chmod(context / "Containerfile", 0o644)
+    r = as_user(clean_user, "build", f"--storage={storage}", "--no-cache", "-t", f"mapped-{storage}",
+                str(context), timeout=300)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    r = as_user(clean_user, "run", "--rm", f"--storage={storage}", f"mapped-{storage}", "sh", "-c",
+                f"{SHOW}; stat -c '%u:%g %a %n' /d/extra; cat /copy")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == EXPECTED + ["0:0 644 /d/extra", "hi"]
+    assert as_user(clean_user, "image", "rm", f"mapped-{storage}").returncode == 0
+
+
+def test_vfs_commit_keeps_owner(clean_user):
+    r = as_user(clean_user, "run", "--name", "c1", "--storage=vfs", "busybox", "sh", "-c", MAKE)
+    assert r.returncode == 0, r.stderr
+    c = as_user(clean_user, "commit", "c1", "mapped-commit")
+    assert c.returncode == 0, c.stderr
+    assert as_user(clean_user, "rm", "c1").returncode == 0
+    for storage in ("vfs", "overlay"):
+        r = as_user(clean_user, "run", "--rm", f"--storage={storage}", "mapped-commit", "sh", "-c", SHOW)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == EXPECTED, storage
+    assert as_user(clean_user, "image", "rm", "mapped-commit").returncode == 0
