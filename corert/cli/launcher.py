@@ -40,13 +40,17 @@ class _CodeBundle:
     def __init__(self, path):
         self.path = path
         self.fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
-        st = posix.fstat(self.fd)
-        self.ident = (st.st_dev, st.st_ino)
-        size = int.from_bytes(posix.pread(self.fd, 8, 0), "little")
-        version, self.index = marshal.loads(posix.pread(self.fd, size, 8))
-        if version != sys.hexversion:
-            raise ValueError("written by another interpreter")
-        self.base = 8 + size
+        try:
+            st = posix.fstat(self.fd)
+            self.ident = (st.st_dev, st.st_ino)
+            size = int.from_bytes(posix.pread(self.fd, 8, 0), "little")
+            version, self.index = marshal.loads(posix.pread(self.fd, size, 8))
+            if version != sys.hexversion:
+                raise ValueError("written by another interpreter (setup writes it again)")
+            self.base = 8 + size
+        except BaseException:
+            posix.close(self.fd)   # unusable: no fd of ours stays open in the CLI and what it forks
+            raise
 
     def read(self, offset, length):
         # Our fd may have been closed (a forked helper closes every fd) and its number reused: check
@@ -101,7 +105,7 @@ except (OSError, ValueError, EOFError, TypeError):
 
 TEMPLATE = """#!{python} -IS
 # Written by `python -m corert.cli.launcher` (corert/cli/launcher.py): pip's console script, minus `site`,
-# with corert's modules read from {bundle}.
+# {source}.
 {prelude}
 try:
     from corert.cli import console_main
@@ -131,9 +135,10 @@ def prelude(bundle: str | None, paths: list[str]) -> str:
     return text + _FINDER.format(bundle=bundle) if bundle else text
 
 
-def launcher_text(bundle: str, paths: list[str], python: str | None = None) -> str:
+def launcher_text(bundle: str | None, paths: list[str], python: str | None = None) -> str:
     """The script: the prelude, then the CLI."""
-    return TEMPLATE.format(python=python or sys.executable, bundle=bundle, prelude=prelude(bundle, paths))
+    source = f"with corert's modules read from {bundle}" if bundle else "corert's modules read from its files"
+    return TEMPLATE.format(python=python or sys.executable, source=source, prelude=prelude(bundle, paths))
 
 
 def write_bundle(target: str, package_dir: str) -> int:
@@ -174,7 +179,12 @@ def install(target: str, paths: list[str] | None = None) -> None:
                         if os.path.isfile(os.path.join(p, "corert", "__init__.py"))), None)
     if package_dir is not None:
         write_bundle(bundle, package_dir)
-    _write_atomically(target, [launcher_text(bundle, paths).encode()], 0o755)
+    else:   # not installed there (an editable install): no bundle, and no stale one either
+        try:
+            os.unlink(bundle)
+        except FileNotFoundError:
+            pass
+    _write_atomically(target, [launcher_text(bundle if package_dir else None, paths).encode()], 0o755)
 
 
 def _write_atomically(target: str, chunks: list[bytes], mode: int) -> None:

@@ -17,16 +17,17 @@ from corert.errors import ContainerNotFound, InvalidState
 
 def delete(store: StateStore, container_id: str, *, force: bool = False) -> None:
     try:
-        record = store.load(container_id)
+        # Loaded under the lock: the record as it is now (a `network connect` may have just marked it).
+        with store.lock(container_id):
+            record = store.load(container_id)
+            status = live_status(store, record)
+            if status in ("running", "paused") and not force:
+                raise InvalidState(f"cannot delete container {container_id} that is not stopped: {status}")
+            destroy(store, record, status)
     except ContainerNotFound:
         if force:
             return
         raise
-    with store.lock(container_id):
-        status = live_status(store, record)
-        if status in ("running", "paused") and not force:
-            raise InvalidState(f"cannot delete container {container_id} that is not stopped: {status}")
-        destroy(store, record, status)
 
 
 def load_cgroup(state: dict | None):

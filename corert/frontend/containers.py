@@ -182,6 +182,7 @@ def remove_managed(store: StateStore, record: ContainerRecord, *, force: bool = 
     from corert.engine.delete import destroy
 
     with store.lock(record.id):
+        record = store.load(record.id)   # as it is now: a `network connect` may have marked it meanwhile
         status = live_status(store, record)
         if status in ("running", "paused") and not force:
             raise CorertError(f"cannot remove container {record.extra.get('name', record.id)}: it is {status} "

@@ -68,8 +68,9 @@ def stored_owner(st: os.stat_result, recorded: bytes | None) -> tuple[int, int, 
     if recorded is not None:
         uid, gid, mode = recorded.decode().split(":")
         return int(uid), int(gid), int(mode, 8)
-    mine = st.st_uid == os.geteuid()
-    return (0 if mine else st.st_uid), (0 if mine else st.st_gid), stat.S_IMODE(st.st_mode)
+    # uid and gid each on their own: root:www-data stays 0:33
+    return (0 if st.st_uid == os.geteuid() else st.st_uid), (0 if st.st_gid == os.getegid() else st.st_gid), \
+        stat.S_IMODE(st.st_mode)
 
 
 ENV_DATA_ROOT = "CORERT_DATA_ROOT"

@@ -20,9 +20,10 @@ from support import as_user, make_test_user, remove_test_user
 USER = "corert-mapped"
 SUBUID_START = 600000
 
-MAKE = "mkdir /d && echo hi > /d/f && chown -R 33:33 /d && chmod 600 /d/f"
-SHOW = "stat -c '%u:%g %a %n' /d /d/f; cat /d/f"
-EXPECTED = ["33:33 755 /d", "33:33 600 /d/f", "hi"]
+MAKE = ("mkdir /d && echo hi > /d/f && chown -R 33:33 /d && chmod 600 /d/f && touch /g && chown 0:33 /g"
+        " && chmod 640 /g")
+SHOW = "stat -c '%u:%g %a %n' /d /d/f /g; cat /d/f"
+EXPECTED = ["33:33 755 /d", "33:33 600 /d/f", "0:33 640 /g", "hi"]
 
 
 @pytest.fixture(scope="module")

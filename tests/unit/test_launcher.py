@@ -123,3 +123,16 @@ print(type(sys.modules["corert.engine.delete"].__spec__.loader).__name__)
     out = subprocess.run([sys.executable, "-I", "-S", str(tmp_path / "probe")], capture_output=True, text=True,
                          env={}, timeout=60)
     assert (out.returncode, out.stdout.strip()) == (0, "_CodeBundle"), out.stderr
+
+
+def test_no_bundle_where_corert_is_not_installed(tmp_path: Path) -> None:
+    """An install the launcher's paths do not hold (editable, found through a .pth file): no bundle and no
+    finder, and a stale bundle from an earlier install goes."""
+    script = tmp_path / "corert"
+    (tmp_path / "corert.bundle").write_bytes(b"stale")
+    (tmp_path / "empty").mkdir()
+    launcher.install(str(script), paths=[str(tmp_path / "empty")])
+    assert not (tmp_path / "corert.bundle").exists()
+    assert "_CodeBundle" not in script.read_text()
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, env={}, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("corert version "), out.stderr

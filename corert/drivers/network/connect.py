@@ -5,7 +5,7 @@ the network's book, no default route (the container keeps the one of its first n
 if it was not there. disconnect deletes the host end (the kernel deletes the peer with it) and the lease,
 and the bridge of a user network when it was its last container. A connected container is marked
 in its state (extra["connected"]), and deleting it (engine.delete.destroy, whichever CLI or API deletes it)
-calls release_container for every network but its own attachment's.
+calls release_container, which releases whatever leases are left in its name.
 """
 from __future__ import annotations
 

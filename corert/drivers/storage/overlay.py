@@ -84,7 +84,8 @@ class OverlayDriver(StorageDriver):
         portable diff that changes() can read and that never ties the shared lower layers to one mount.
         userxattr (rootless) stores overlay metadata in user.* and forbids redirect/metacopy itself."""
         opts = ["index=off", "userxattr"] if self.rootless else ["index=off", "redirect_dir=off", "metacopy=off"]
-        return opts + ["volatile"] if self.volatile else opts
+        # volatile exists since Linux 5.10; before, a --rm container just gets the fsync it would not need
+        return opts + ["volatile"] if self.volatile and kernel_version() >= (5, 10) else opts
 
     def in_child(self) -> bool:
         """An unprivileged user cannot mount overlayfs here, but may inside the container's own user and

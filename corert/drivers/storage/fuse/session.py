@@ -4,9 +4,9 @@ pyfuse3 3.x reads each request after ``_wait_fuse_readable()``: a trio lock, an 
 pass through trio's scheduler per request, which costs more than most of our handlers. Our handlers never
 await (see daemon._guard), so one worker task serves as well as many, and while the kernel has requests
 queued the next one can be taken straight away: a zero-timeout poll(2) says so. When the queue is empty the
-next request is usually a round trip away, so we wait for it in poll(2) for up to IDLE_POLL_MS. Every BURST
-requests, and once the queue stayed empty that long, we go through pyfuse3's own wait, which yields to trio
-so the signal task runs (a stop request waits at most IDLE_POLL_MS for it).
+next request is usually a round trip away, so we wait for it in poll(2) too, as long as trio's next turn is
+not due. Every BURST requests, and IDLE_POLL_MS after trio's last turn, we go through pyfuse3's own wait,
+which yields to trio so the signal task runs (a stop request waits at most about IDLE_POLL_MS).
 
 The hook replaces a private pyfuse3 function that its loop looks up by name on every request; when a
 pyfuse3 version lacks it, the daemon serves through the stock loop (slower, same behaviour).
@@ -16,13 +16,15 @@ from __future__ import annotations
 import os
 import select
 import stat
+import time
 
 import pyfuse3
 
 BURST = 64  # requests taken without yielding to trio while the kernel's queue is non-empty
 # An empty queue is usually a round trip away from the next request (tar: open, read, close, next file):
-# wait for it in poll(2) for up to this long before the full trip through trio's epoll (an epoll_ctl
-# pair, a lock and a scheduler pass per request). Bounds how long trio (its signal task) waits for a turn.
+# wait for it in poll(2) rather than take the full trip through trio's epoll (an epoll_ctl pair, a lock
+# and a scheduler pass per request), for as long as trio's next turn is not due: trio (its signal task)
+# gets a turn at least every IDLE_POLL_MS (plus one request's handling) and every BURST requests.
 IDLE_POLL_MS = 20
 
 
@@ -52,13 +54,23 @@ def install_fast_wait() -> bool:
     poller.register(fd, select.POLLIN)
     burst = 0
 
+    turn_due = 0   # monotonic ns by which trio must have had its next turn
+
     async def wait_readable() -> bool:
-        nonlocal burst
-        if burst and (poller.poll(0) or poller.poll(IDLE_POLL_MS)):
-            burst -= 1
-            return True  # readable (or hung up: the read that follows sees the unmount and ends the loop)
+        nonlocal burst, turn_due
+        if burst:
+            if poller.poll(0):
+                burst -= 1
+                return True  # readable (or hung up: the read that follows sees the unmount and ends the loop)
+            # Queue empty: wait for the next request here, but only until trio's turn is due.
+            left_ms = (turn_due - time.monotonic_ns()) // 1_000_000
+            if left_ms > 0 and poller.poll(left_ms):
+                burst -= 1
+                return True
         burst = BURST
-        return await orig()
+        readable = await orig()
+        turn_due = time.monotonic_ns() + IDLE_POLL_MS * 1_000_000
+        return readable
 
     pyfuse3._wait_fuse_readable = wait_readable
     return True
