@@ -18,7 +18,6 @@ cdef extern from *:
     typedef int (*corert_reply_open_fn)(fuse_req_t, const struct fuse_file_info *);
     static corert_reply_open_fn corert_libfuse_reply_open;
     static uint64_t corert_dir_handle_tag;      /* 0: pass every reply through unchanged */
-    static unsigned long corert_cached_dir_replies;
 
     /* libfuse's own fuse_reply_open: looked up in libfuse3 itself (loading it now if pyfuse3 has not
        yet; the handle is kept, so it stays loaded), never through the global scope, where we come first. */
@@ -38,7 +37,6 @@ cdef extern from *:
             struct fuse_file_info dir = *fi;
             dir.cache_readdir = 1;  /* the kernel keeps the listing and answers readdir itself */
             dir.keep_cache = 1;     /* ... across opens, until the directory changes through the mount */
-            corert_cached_dir_replies++;
             return corert_libfuse_reply_open(req, &dir);
         }
         return corert_libfuse_reply_open(req, fi);
@@ -46,7 +44,6 @@ cdef extern from *:
     """
     int corert_resolve_reply_open()
     unsigned long long corert_dir_handle_tag
-    unsigned long corert_cached_dir_replies
 
 
 def enable(unsigned long long tag) -> None:
@@ -55,8 +52,3 @@ def enable(unsigned long long tag) -> None:
     if corert_resolve_reply_open() != 0:
         raise ImportError("libfuse3's fuse_reply_open not found")
     corert_dir_handle_tag = tag
-
-
-def cached_dir_replies() -> int:
-    """How many OPENDIR replies went out with the readdir cache on (the interposition took effect)."""
-    return corert_cached_dir_replies

@@ -18,25 +18,18 @@ import sys
 DIR_HANDLE_TAG = 1 << 62
 
 
-def _load():  # -> the _opendir module or None
+def _load() -> None:
     if "pyfuse3" in sys.modules:
-        return None  # too late: pyfuse3's calls are bound to libfuse already
+        return  # too late: pyfuse3's calls are bound to libfuse already
     flags = sys.getdlopenflags()
     sys.setdlopenflags(flags | os.RTLD_GLOBAL)
     try:
         from corert.drivers.storage.fuse import _opendir
         _opendir.enable(DIR_HANDLE_TAG)
-        return _opendir
     except ImportError:
-        return None
+        pass
     finally:
         sys.setdlopenflags(flags)
 
 
-_opendir = _load()
-enabled = _opendir is not None
-
-
-def cached_dir_replies() -> int:
-    """OPENDIR replies sent with the cache on so far (0 when not enabled)."""
-    return _opendir.cached_dir_replies() if _opendir is not None else 0
+_load()
