@@ -15,6 +15,28 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
+def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data` in one step: a temp file next to it (mode `mode`), then rename, so a
+    reader never sees half a file and a failed write leaves the old one. No fsync: callers write state
+    that describes live processes or can be made again."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)   # exact, whatever the umask
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def copy_to_fd(src, fd: int, chunk: int = 1 << 20) -> int:  # noqa: ANN001 - any binary file object
     """Copy a binary file object to fd until its EOF; returns the number of bytes copied."""
     total = 0

@@ -22,6 +22,8 @@ import os
 import sys
 import sysconfig
 
+from corert.fsutil import write_atomic
+
 # The bundle: 8 bytes little-endian length of the index, the index (marshal of (sys.hexversion,
 # {module name: (offset, length, is_package, source path, source mtime_ns, source size)})), then the
 # marshalled code objects, offsets counted from the end of the index.
@@ -164,7 +166,7 @@ def write_bundle(target: str, package_dir: str) -> int:
             blobs.append(blob)
             offset += len(blob)
     head = marshal.dumps((sys.hexversion, index))
-    _write_atomically(target, [len(head).to_bytes(8, "little"), head, *blobs], 0o644)
+    write_atomic(target, b"".join([len(head).to_bytes(8, "little"), head, *blobs]), 0o644)
     return len(index)
 
 
@@ -184,16 +186,7 @@ def install(target: str, paths: list[str] | None = None) -> None:
             os.unlink(bundle)
         except FileNotFoundError:
             pass
-    _write_atomically(target, [launcher_text(bundle if package_dir else None, paths).encode()], 0o755)
-
-
-def _write_atomically(target: str, chunks: list[bytes], mode: int) -> None:
-    tmp = f"{target}.corert-launcher.tmp"
-    with open(tmp, "wb") as f:
-        for chunk in chunks:
-            f.write(chunk)
-    os.chmod(tmp, mode)
-    os.replace(tmp, target)
+    write_atomic(target, launcher_text(bundle if package_dir else None, paths).encode(), 0o755)
 
 
 if __name__ == "__main__":

@@ -231,11 +231,9 @@ def _kill_and_reap(pid: int) -> None:
 
 def write_pid_file(path: str | os.PathLike[str], pid: int) -> None:
     """Atomic, as runc writes it: engines read it as soon as create returns."""
-    directory, name = os.path.split(os.fspath(path))
-    tmp = os.path.join(directory, f".{name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(str(pid))
-    os.replace(tmp, path)
+    from corert.fsutil import write_atomic
+
+    write_atomic(os.fspath(path), str(pid).encode(), 0o644)
 
 
 def _print_trace(stamps: dict) -> None:

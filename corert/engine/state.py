@@ -20,7 +20,7 @@ import time
 
 from corert import jsonio
 from corert.errors import ContainerExists, ContainerNotFound, CorertError
-from corert.fsutil import remove_tree, write_all
+from corert.fsutil import remove_tree, write_atomic
 from corert.spec import OCI_VERSION
 
 STATE_FILE = "state.json"
@@ -239,22 +239,8 @@ class StateStore:
         No fsync (runc does none either): the rename already means a reader or a crashed writer never
         sees half a record, and state describes processes that a power loss ends anyway. Three saves
         per `run` would otherwise cost ~3.5 ms of fsync where the root is on disk, as it is here."""
-        directory = self.container_dir(record.id)
-        tmp = os.path.join(directory, f".{STATE_FILE}.{os.getpid()}.tmp")
-        data = jsonio.dumps(record.to_dict()).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            write_all(fd, data)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
-        try:
-            os.rename(tmp, os.path.join(directory, STATE_FILE))
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomic(os.path.join(self.container_dir(record.id), STATE_FILE),
+                      jsonio.dumps(record.to_dict()).encode())
 
     def remove(self, container_id: str) -> None:
         """Remove the container's directory and everything in it (idempotent)."""

@@ -13,7 +13,7 @@ import struct
 from corert import jsonio
 from corert._record import Record, Required
 from corert.errors import ConfigError, HostUnsupported
-from corert.fsutil import write_all
+from corert.fsutil import write_atomic
 
 # Action values are the kernel's SECCOMP_RET_* (libseccomp uses them as is), kept here so validation
 # and the cache-hit path need no libseccomp.
@@ -495,24 +495,6 @@ def _cache_read(cache_dir: str, key: str) -> CompiledSeccomp | None:
     return CompiledSeccomp(bpf, listener, flags, tuple(skipped))
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _cache_write(cache_dir: str, key: str, compiled: CompiledSeccomp) -> None:
     """Best effort: a cache that cannot be written (read-only, full) only costs the next start a compile."""
     meta = {
@@ -523,8 +505,8 @@ def _cache_write(cache_dir: str, key: str, compiled: CompiledSeccomp) -> None:
     }
     try:
         os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-        _write_atomic(os.path.join(cache_dir, f"{key}.json"), jsonio.dumps(meta).encode())
-        _write_atomic(os.path.join(cache_dir, f"{key}.bpf"), compiled.bpf)
+        write_atomic(os.path.join(cache_dir, f"{key}.json"), jsonio.dumps(meta).encode())
+        write_atomic(os.path.join(cache_dir, f"{key}.bpf"), compiled.bpf)
     except OSError:
         pass
 
