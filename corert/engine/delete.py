@@ -7,7 +7,6 @@ running container, and a container id that does not exist is then not an error (
 from __future__ import annotations
 
 import os
-import select
 import _signal  # signal's C core: the same calls without the Signals enum (~4 ms of cold start)
 import sys
 
@@ -87,6 +86,8 @@ def destroy(store: StateStore, record: ContainerRecord, status: str) -> None:
 
 def _kill_and_wait(pid: int, timeout: float = 10.0) -> None:
     """SIGKILL the init and wait until it is really gone (it may not be our child: use a pidfd)."""
+    from corert.engine.control import wait_exit
+
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -97,9 +98,7 @@ def _kill_and_wait(pid: int, timeout: float = 10.0) -> None:
         pass
     finally:
         try:
-            poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
-            poller.poll(int(timeout * 1000))
+            wait_exit(pidfd, timeout)
             try:
                 os.waitpid(pid, os.WNOHANG)   # reap it when it is our own child
             except ChildProcessError:

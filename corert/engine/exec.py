@@ -88,14 +88,16 @@ def spawn_exec(store: StateStore, container_id: str, process: dict, *, detach: b
     plan.preserve_fds = preserve_fds
     plan.stdio = stdio
     cgroup = load_cgroup(record.cgroup)
-    # The helper places itself in the container's cgroup as create's init does (no RCU wait); its fork
-    # is then born there.
-    plan.cgroup_dir_fd, plan.cgroup_task_fds = placement_fds(cgroup) if cgroup is not None else (-1, [])
-
-    joins = _namespaces_to_join(record.pid)
-    join_fds = [(flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)) for flag, path in joins]
+    join_fds: list[tuple[int, int]] = []
+    plan.cgroup_dir_fd, plan.cgroup_task_fds = -1, []
     pid = 0
-    try:
+    try:   # every fd opened here is closed below, also when the container goes away meanwhile
+        for flag, path in _namespaces_to_join(record.pid):
+            join_fds.append((flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+        # The helper places itself in the container's cgroup as create's init does (no RCU wait); its
+        # fork is then born there.
+        if cgroup is not None:
+            plan.cgroup_dir_fd, plan.cgroup_task_fds = placement_fds(cgroup)
         # With a console socket the process waits after READY until its pty master has been handed over,
         # as runc's does: the engine can size the terminal before the process looks at it.
         launcher = _fastpath.Launcher(plan, join_fds, dumpable=False, wait_after_ready=bool(console_socket),
