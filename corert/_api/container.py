@@ -226,10 +226,10 @@ class Container(_StdioStreams):
         from corert.frontend.containers import stop_signal
 
         self._init.send_signal(stop_signal(self.record) if sig is None else sig)
+        await self._thaw_if_frozen()   # paused: thawed so that it can act on the signal (as `corert stop`)
         with trio.move_on_after(grace):
             return await self.wait()
         self._init.send_signal(_signal.SIGKILL)
-        await self._thaw_if_frozen()
         return await self.wait()
 
     async def pause(self) -> None:
@@ -320,7 +320,7 @@ class Container(_StdioStreams):
         return await trio.to_thread.run_sync(lambda: fn(*args))
 
     async def _thaw_if_frozen(self) -> None:
-        """A frozen (v1) task acts on SIGKILL only once thawed."""
+        """A frozen (v1) task acts on a signal (even SIGKILL) only once thawed."""
         if not self.record.cgroup:
             return
         from corert.drivers.cgroups import load_handle

@@ -184,6 +184,22 @@ def test_stop_sends_the_containers_stop_signal(rt_args, state_root, data_root, o
     assert_empty(state_root, data_root)
 
 
+def test_stop_thaws_a_paused_container(rt_args, state_root, data_root):
+    """As `corert stop`: a paused container gets the stop signal and is thawed to act on it, instead of
+    sitting out the grace period until SIGKILL."""
+    async def main():
+        async with Runtime(**rt_args) as rt:
+            async with rt.container("busybox", ["sh", "-c", TRAPS]) as c:
+                await c.start()
+                assert await read_line(c.stdout) == b"ready\n"
+                await c.pause()
+                return await c.stop(grace=60)
+
+    status = trio.run(main)
+    assert (status.exit_code, status.signal) == (15, None)
+    assert_empty(state_root, data_root)
+
+
 def test_exception_inside_async_with_cleans_up(rt_args, state_root, data_root):
     pids = []
 
