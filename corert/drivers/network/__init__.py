@@ -119,8 +119,8 @@ def get_driver(net: str):
     kind, arg = driver_name(net)
     target = _DRIVERS.get(kind)
     if target is None:   # a user-defined network (`corert network create`), looked up when prepared
-        from corert.drivers.network.networks import user_driver
-        return user_driver(net)
+        from corert.drivers.network.networks import UserNetworkDriver
+        return UserNetworkDriver(net)
     module, _, cls = target.partition(":")
     driver_cls = getattr(importlib.import_module(module), cls)
     return driver_cls(arg) if kind == "container" else driver_cls()

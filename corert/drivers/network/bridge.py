@@ -10,9 +10,10 @@ address, write /etc/hosts (own names + every peer on the bridge; peers' files ar
 resolve both ways without a DNS server), /etc/hostname, /etc/resolv.conf (the host's non-loopback servers).
 attach(pid) (the child waits before pivot_root): create the bridge + NAT table if missing, a veth pair whose
 peer is born inside the container's netns as eth0 (no temporary name on the host), address + default
-route inside, DNAT rules for -p. teardown: veth, rules, lease, peers' hosts lines, and the container's
-interfaces on other networks (`corert network connect`). The default bridge stays (like docker0) until
-`corert network prune` finds no lease left; a user network's bridge goes with its last container.
+route inside, DNAT rules for -p. teardown: veth, rules, lease, peers' hosts lines (the container's
+interfaces on other networks, from `corert network connect`, are released by engine.delete's destroy through
+connect.release_container). The default bridge stays (like docker0) until `corert network prune` finds no
+lease left; a user network's bridge goes with its last container.
 Crash safety: a veth dies with its netns; leases of vanished containers are reclaimed (with their rules and
 any veth) on the next prepare or prune; rules and veths that no lease names are removed on attach.
 """
@@ -58,7 +59,7 @@ class BridgeNet:
     @classmethod
     def from_dict(cls, d: dict) -> "BridgeNet":
         # Records written before user networks existed name only bridge, subnet and gateway.
-        return cls(d.get("name") or d.get("network") or "bridge", d["bridge"], d["subnet"], d["gateway"],
+        return cls(d.get("name") or "bridge", d["bridge"], d["subnet"], d["gateway"],
                    d.get("table", nat.TABLE), bool(d.get("internal")), bool(d.get("user")), d.get("net_id", ""))
 
     @property
@@ -137,12 +138,34 @@ def release(lease: dict, net: BridgeNet) -> None:
         nat.delete_rules(only={lease["id"]}, table=net.table)
 
 
+def held_by(data: dict, container_id: str) -> list[str]:
+    """The addresses the container holds in the book."""
+    return [ip for ip, lease in data["leases"].items() if lease["id"] == container_id]
+
+
+def release_held(data: dict, net: BridgeNet, container_id: str) -> None:
+    """Release the container's leases (book locked by the caller), rewrite the peers' hosts files, and
+    remove a user network's bridge if that was its last container."""
+    for ip in held_by(data, container_id):
+        release(data["leases"].pop(ip), net)
+    refresh_hosts(data)
+    drop_if_unused(data, net)
+
+
 def reclaim_stale(data: dict, net: BridgeNet) -> list[str]:
     """Release the leases whose container is gone after a crash; returns their addresses."""
     gone = [ip for ip, lease in data["leases"].items() if is_stale(lease)]
     for ip in gone:
         release(data["leases"].pop(ip), net)
     return gone
+
+
+def take_address(data: dict, net: BridgeNet) -> str:
+    """The lowest free address of `net` (book locked by the caller), recording `net` in the book so any
+    process can tear the bridge down from it."""
+    data["subnet"] = net.subnet
+    data["net"] = net.as_dict()
+    return allocate(data, (str(h) for h in net.network.hosts()), {net.gateway})
 
 
 def new_lease(container_id: str, name: str, data_dir: str, state_dir: str | None, net: BridgeNet,
@@ -172,10 +195,8 @@ class BridgeDriver:
                     raise UsageError(f"bridge {BRIDGE} uses {data['subnet']} while containers are attached; "
                                      f"remove them before changing {SUBNET_ENV}")
                 remove_bridge(data, net)     # nothing attached: attach re-creates it with the new subnet
-            data["subnet"] = net.subnet
-            data["net"] = net.as_dict()
             _check_ports(data, opts.publish, net.bridge)
-            ip = allocate(data, (str(h) for h in net.network.hosts()), {net.gateway})
+            ip = take_address(data, net)
             hosts_file = str(Path(data_dir) / "net" / "hosts")
             lease = new_lease(container_id, name, data_dir, opts.state_dir, net, "eth0", hostname=hostname,
                               hosts_file=hosts_file)
@@ -184,7 +205,7 @@ class BridgeDriver:
             mounts = write_files(data_dir, hostname, "", host_nameservers())
             refresh_hosts(data)
         state = {"driver": "bridge", "id": container_id, "root": str(book.root), **net.as_dict(),
-                 "network": net.name, "ip": ip, "veth": lease["veth"], "ports": lease["ports"]}
+                 "ip": ip, "veth": lease["veth"], "ports": lease["ports"]}
         return Prepared(namespace={"type": "network"}, mounts=mounts, hostname=hostname,
                         handle=BridgeAttachment(state))
 
@@ -374,20 +395,19 @@ def plug(data: dict, net: BridgeNet, pid: int, lease: dict, ip: str, default_rou
         bridge_index = _ensure_bridge(ipr, net)
         _remove_strays(ipr, data, bridge_index, net)
         ipr.link("add", ifname=veth, kind="veth", peer={"ifname": lease["ifname"], "net_ns_pid": pid})
-    try:
-        with IPRoute() as ipr:
+        try:
             veth_index = ipr.link_lookup(ifname=veth)[0]
             ipr.link("set", index=veth_index, master=bridge_index, state="up")
-        # Hairpin: a container reaching its own published port through the host. With br_netfilter
-        # the DNATed frame is bridged back out of the port it came in on.
-        _write_sysctl(f"/sys/class/net/{veth}/brport/hairpin_mode", "1")
-        gateway = net.gateway if default_route and not net.internal else None
-        _configure_inside(pid, lease["ifname"], ip, net.network.prefixlen, gateway)
-        nat.add_ports(lease["id"], ip, [PortMapping.from_list(r) for r in lease.get("ports", [])],
-                      table=net.table)
-    except BaseException:
-        _delete_link(veth)
-        raise
+            # Hairpin: a container reaching its own published port through the host. With br_netfilter
+            # the DNATed frame is bridged back out of the port it came in on.
+            _write_sysctl(f"/sys/class/net/{veth}/brport/hairpin_mode", "1")
+            gateway = net.gateway if default_route and not net.internal else None
+            _configure_inside(pid, lease["ifname"], ip, net.network.prefixlen, gateway)
+            nat.add_ports(lease["id"], ip, [PortMapping.from_list(r) for r in lease.get("ports", [])],
+                          table=net.table)
+        except BaseException:
+            _delete_link(veth)
+            raise
 
 
 def drop_if_unused(data: dict, net: BridgeNet) -> list[str]:
@@ -411,8 +431,6 @@ class BridgeAttachment:
             lease = data["leases"].get(st["ip"])
             if not lease or lease["id"] != st["id"]:
                 raise ResourceError(f"the address lease {st['ip']} of container {st['id'][:12]} was lost")
-            lease.setdefault("veth", st["veth"])
-            lease.setdefault("ifname", "eth0")
             plug(data, self.net, pid, lease, st["ip"], default_route=True)   # on failure, teardown follows
             lease["attached"] = True
         return dict(st)
@@ -420,12 +438,10 @@ class BridgeAttachment:
     def teardown(self) -> None:
         st = self.state
         with self._book().locked() as data:
-            lease = data["leases"].get(st["ip"])
-            if lease and lease["id"] == st["id"]:
-                del data["leases"][st["ip"]]
-            release({"id": st["id"], "ports": st["ports"], "veth": st.get("veth")}, self.net)
-            refresh_hosts(data)
-            drop_if_unused(data, self.net)
+            if not held_by(data, st["id"]):
+                # The lease was lost (reclaimed as stale): what it wired may still be there.
+                release({"id": st["id"], "ports": st["ports"], "veth": st.get("veth")}, self.net)
+            release_held(data, self.net, st["id"])
 
 
 def load_attachment(state: dict) -> BridgeAttachment:

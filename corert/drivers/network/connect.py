@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
-from corert.drivers.network.bridge import (BridgeNet, books, drop_if_unused, netns_iproute, new_lease, plug,
-                                           reclaim_stale, refresh_hosts, release)
-from corert.drivers.network.leases import LeaseBook, allocate, network_root
+from corert.drivers.network.bridge import (BridgeNet, books, drop_if_unused, held_by, netns_iproute, new_lease,
+                                           plug, reclaim_stale, refresh_hosts, release_held, take_address)
+from corert.drivers.network.leases import LeaseBook, network_root
 from corert.drivers.network.networks import Registry, require_root, resolve
 from corert.errors import InvalidState, UsageError
 
@@ -56,15 +56,12 @@ def _next_ifname(pid: int) -> str:
     return f"eth{n}"
 
 
-def _held_by(data: dict, container_id: str) -> list[str]:
-    return [ip for ip, lease in data["leases"].items() if lease["id"] == container_id]
-
-
 def connect(store, record, network: str) -> str:
     """Attach a running container to `network` (name or id); returns the new interface's address."""
     require_root("corert network connect")
-    with Registry().locked():          # registry before book: see networks.py
-        net = resolve(network)
+    # Registry before book (see networks.py); it is only held, so `network rm` waits, never rewritten.
+    with Registry().locked(write=False) as registry:
+        net = resolve(network, registry)
         with store.lock(record.id, timeout=10):
             record = store.load(record.id)
             pid = _own_netns_pid(store, record)
@@ -73,11 +70,9 @@ def connect(store, record, network: str) -> str:
                 store.save(record)
             with LeaseBook(network_root(), net.bridge).locked() as data:
                 reclaim_stale(data, net)
-                if _held_by(data, record.id):
+                if held_by(data, record.id):
                     raise UsageError(f"container {_label(record)} is already connected to network {net.name}")
-                data["subnet"] = net.subnet
-                data["net"] = net.as_dict()
-                ip = allocate(data, (str(h) for h in net.network.hosts()), {net.gateway})
+                ip = take_address(data, net)
                 ifname = _next_ifname(pid)
                 lease = new_lease(record.id, record.extra.get("name", ""), record.extra.get("data_dir", ""),
                                   os.fspath(store.container_dir(record.id)), net, ifname,
@@ -96,17 +91,13 @@ def connect(store, record, network: str) -> str:
 def disconnect(store, record, network: str) -> None:
     """Remove the container's interface on `network` (its veth, address, lease)."""
     require_root("corert network disconnect")
-    with Registry().locked():
-        net = resolve(network)
+    with Registry().locked(write=False) as registry:
+        net = resolve(network, registry)
         with store.lock(record.id, timeout=10):
             with LeaseBook(network_root(), net.bridge).locked() as data:
-                held = _held_by(data, record.id)
-                if not held:
+                if not held_by(data, record.id):
                     raise UsageError(f"container {_label(record)} is not connected to network {net.name}")
-                for ip in held:
-                    release(data["leases"].pop(ip), net)
-                refresh_hosts(data)
-                drop_if_unused(data, net)
+                release_held(data, net, record.id)
 
 
 def release_container(container_id: str) -> list[str]:
@@ -122,15 +113,11 @@ def release_container(container_id: str) -> list[str]:
         return touched
     for bridge in bridges:
         book = LeaseBook(network_root(), bridge)
-        if not _held_by(book.read(), container_id):
+        if not held_by(book.read(), container_id):
             continue
         with book.locked() as data:
             if "net" not in data:
                 continue
-            net = BridgeNet.from_dict(data["net"])
-            for ip in _held_by(data, container_id):
-                release(data["leases"].pop(ip), net)
-            refresh_hosts(data)
-            drop_if_unused(data, net)
+            release_held(data, BridgeNet.from_dict(data["net"]), container_id)
         touched.append(bridge)
     return touched

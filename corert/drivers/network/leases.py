@@ -1,4 +1,4 @@
-"""The bridge's address book: one JSON file (see network_root), read and written only under an flock.
+"""The bridge's address book: one JSON file (see network_root), changed only under an flock.
 
 The flock serialises every bridge change (allocation, attach, teardown, prune) across concurrent corert
 processes, so an address is never handed out twice. A lease names its container's data dir and OCI state
@@ -24,7 +24,8 @@ def network_root() -> Path:
 
 
 class JsonBook:
-    """A JSON file read and written only under an flock on a lock file beside it (atomic replace)."""
+    """A JSON file changed only under an flock on a lock file beside it. Writes are atomic replaces, so
+    read() needs no lock for a snapshot."""
 
     defaults: dict = {}
 
@@ -34,15 +35,17 @@ class JsonBook:
         self.lock_path = self.root / f"{name}.lock"
 
     @contextmanager
-    def locked(self) -> Iterator[dict]:
-        """Hold the lock, yield the book as a dict, write it back on success."""
+    def locked(self, *, write: bool = True) -> Iterator[dict]:
+        """Hold the lock, yield the book as a dict, write it back on success. write=False: for holders that
+        only need the book to stay as it is meanwhile (nothing is rewritten)."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             data = self.read()
             yield data
-            self._write(data)
+            if write:
+                self._write(data)
         finally:
             os.close(fd)     # closing drops the flock
 
@@ -73,9 +76,6 @@ class LeaseBook(JsonBook):
     """One bridge's book: subnet, net (its BridgeNet), leases{ip: lease}."""
 
     defaults = {"leases": {}}
-
-    def __init__(self, root: Path | str, bridge: str) -> None:
-        super().__init__(root, bridge)
 
 
 def owner_stamp() -> list[int]:

@@ -8,7 +8,8 @@ One table, `ip corert`, owned by corert alone, exists while the bridge does:
                                       hairpin (a container reaching a published port of the bridge)
   forward (filter, user networks)     isolation: nothing is routed between this bridge and another corert
                                       bridge; for --internal, nothing between this bridge and anywhere
-Teardown deletes exactly the rules with the container's comment; prune deletes the table.
+Teardown deletes exactly the rules with the container's comment; the table goes with its bridge
+(bridge.remove_bridge: `network prune`, `network rm`, or a user network's last container leaving).
 The default bridge's table is `ip corert`; each user network has its own, named like its bridge.
 """
 from __future__ import annotations

@@ -16,6 +16,7 @@ import os
 import re
 from pathlib import Path
 
+from corert.drivers.network import NetOptions, Prepared
 from corert.drivers.network.bridge import (BRIDGE, BridgeDriver, BridgeNet, default_net, drop_if_unused,
                                            host_route_overlap, parse_subnet, reclaim_stale, remove_bridge)
 from corert.drivers.network.leases import JsonBook, LeaseBook, network_root
@@ -125,11 +126,12 @@ def _find_entry(data: dict, ref: str) -> dict:
     raise UsageError(f"network {ref} not found")
 
 
-def resolve(ref: str, registry: Registry | None = None) -> BridgeNet:
-    """A network by name or id: `bridge` is the default network, anything else comes from the registry."""
+def resolve(ref: str, data: dict) -> BridgeNet:
+    """A network by name or id: `bridge` is the default network, anything else comes from `data` (the
+    registry, read by the caller under its lock)."""
     if ref == "bridge":
         return default_net()
-    return _net(_find_entry((registry or Registry()).read(), ref))
+    return _net(_find_entry(data, ref))
 
 
 def attached(net: BridgeNet) -> dict:
@@ -165,26 +167,27 @@ def remove(ref: str, registry: Registry | None = None) -> str:
 
 def list_networks(registry: Registry | None = None) -> list[dict]:
     """The default bridge network, then the user networks by name: name, id, driver, subnet, ..."""
-    default = default_net()
-    rows = [{"name": "bridge", "id": _default_id(), "driver": "bridge", "subnet": default.subnet,
-             "gateway": default.gateway, "internal": False, "bridge": BRIDGE}]
+    rows = [_default_entry(default_net())]
     data = (registry or Registry()).read() if os.geteuid() == 0 else {"networks": {}}
     rows += [data["networks"][n] for n in sorted(data["networks"])]
     return rows
 
 
-def _default_id() -> str:
+def _default_entry(default: BridgeNet) -> dict:
+    """The default bridge network as a registry entry (it has none of its own)."""
     import hashlib
-    return hashlib.sha256(BRIDGE.encode()).hexdigest()
+    return {"name": "bridge", "id": hashlib.sha256(BRIDGE.encode()).hexdigest(), "driver": "bridge",
+            "subnet": default.subnet, "gateway": default.gateway, "internal": False, "bridge": BRIDGE}
 
 
 def inspect(ref: str, registry: Registry | None = None) -> dict:
     """docker-like `network inspect`: the definition and the attached containers."""
     if ref == "bridge":
-        entry = list_networks(registry)[0]
+        net = default_net()
+        entry = _default_entry(net)
     else:
-        entry = dict(_find_entry((registry or Registry()).read(), ref))
-    net = resolve(entry["name"], registry)
+        entry = _find_entry((registry or Registry()).read(), ref)
+        net = _net(entry)
     containers = {}
     for ip, lease in attached(net).items():
         containers[lease["id"]] = {"Name": lease.get("name", ""), "IPv4Address": f"{ip}/{net.network.prefixlen}",
@@ -202,16 +205,11 @@ class UserNetworkDriver(BridgeDriver):
         super().__init__(None)
         self.name = name
 
-    def prepare(self, container_id, data_dir, name, opts):
+    def prepare(self, container_id: str, data_dir: str, name: str, opts: NetOptions) -> Prepared:
         require_root(f"--net={self.name}")
-        with Registry().locked() as data:
+        with Registry().locked(write=False) as data:     # held so `network rm` waits; never rewritten
             if self.name not in data["networks"]:
                 raise UsageError(f"unknown network {self.name!r}: use none, host, bridge, slirp, pasta, "
                                  "container:NAME or a network made with `corert network create`")
             self.net = _net(data["networks"][self.name])
             return super().prepare(container_id, data_dir, name, opts)
-
-
-def user_driver(name: str) -> UserNetworkDriver:
-    """The driver for `--net NAME` (corert.drivers.network.get_driver's fallback for unknown names)."""
-    return UserNetworkDriver(name)

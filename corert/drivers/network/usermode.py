@@ -87,7 +87,7 @@ def stop_helper(pid: int | None, start: int | None, timeout: float = 3.0) -> Non
     if not process_alive(pid, start):
         _reap(pid)
         return
-    import select
+    from corert.engine.control import wait_exit
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -98,9 +98,7 @@ def stop_helper(pid: int | None, start: int | None, timeout: float = 3.0) -> Non
                 signal.pidfd_send_signal(pidfd, sig)
             except ProcessLookupError:
                 break
-            poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
-            if poller.poll(int(timeout * 1000)):
+            if wait_exit(pidfd, timeout):
                 break
         _reap(pid)
     finally:
