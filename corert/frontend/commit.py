@@ -28,6 +28,7 @@ from corert.engine.state import ContainerRecord, StateStore
 from corert.errors import CorertError, ImageError, UsageError
 
 if TYPE_CHECKING:
+    from corert.drivers.storage import PreparedRootfs
     from corert.images.store import Image
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -57,14 +58,11 @@ def commit(record: ContainerRecord, name: str | None, *, store: StateStore | Non
             if upper is not None:
                 return images.add_layer_from_dir(parent, Path(upper), parent.config, name, created_by=created_by)
             with images.staging() as diff_dir:
-                changes = prepared.changes()
-                if images.rootless:
-                    from corert.rootless import as_userns_root
-                    # the container's files of other owners are subordinate ids on the host: only inside
-                    # the user namespace are they readable, with their container ids, and can the copies get them
-                    as_userns_root(write_overlay_diff, prepared.rootfs, changes, diff_dir, rootless=True)
-                else:
-                    write_overlay_diff(prepared.rootfs, changes, diff_dir, rootless=False)
+                from corert.rootless import as_userns_root
+                # the container's files of other owners are subordinate ids on the host: only inside the user
+                # namespace are they readable, with their container ids, and can the copies get them. One
+                # child for both steps: in there euid is 0, so changes() reads directly instead of forking.
+                as_userns_root(_replay_changes, prepared, diff_dir, images.rootless)
                 return images.add_layer_from_dir(parent, diff_dir, parent.config, name, created_by=created_by)
     finally:
         images.close()
@@ -91,6 +89,9 @@ def _paused(store: StateStore | None, record: ContainerRecord) -> Iterator[None]
         resume(store, record.id)
 
 
+def _replay_changes(prepared: PreparedRootfs, out: Path, rootless: bool) -> None:
+    """A full-copy rootfs's changes, replayed into `out` (see write_overlay_diff)."""
+    write_overlay_diff(prepared.rootfs, prepared.changes(), out, rootless=rootless)
 
 
 def write_overlay_diff(rootfs: Path, changes: list[tuple[str, str]], out: Path, *, rootless: bool) -> None:

@@ -79,6 +79,28 @@ class LayerRootfs(PreparedRootfs):
         }
 
 
+class UpperDirRootfs(LayerRootfs):
+    """A rootfs whose writes land in an overlayfs-form upper dir (kernel overlay and FUSE overlay write the
+    same), mounted with the layers on merged/."""
+
+    rootfs_name = "merged"
+
+    def __init__(self, container_id: str, container_dir: Path, layers: list[Path],
+                 created_container_dir: bool) -> None:
+        super().__init__(container_id, container_dir, layers, created_container_dir)
+        self.upper = container_dir / "upper"
+        self.work = container_dir / "work"
+
+    def usage(self) -> int:
+        # copy-ups keep owners: rootless, files of subordinate ids may be unreadable outside the user namespace
+        from corert.rootless import as_userns_root
+        return as_userns_root(tree_usage, self.upper)
+
+    def changes(self) -> list[tuple[str, str]]:
+        from corert.rootless import as_userns_root
+        return as_userns_root(upper_changes, self.upper, self.layers)
+
+
 class StorageDriver:
     """Turns an image's layer stack into a per-container writable rootfs."""
 

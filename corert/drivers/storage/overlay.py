@@ -14,8 +14,8 @@ import stat
 from pathlib import Path
 
 from corert.drivers.storage.base import (
-    LayerRootfs,
     StorageDriver,
+    UpperDirRootfs,
     check_layers,
     check_no_overlap,
     is_mounted,
@@ -24,9 +24,7 @@ from corert.drivers.storage.base import (
     remove_created,
     remove_tree,
     rmdir_if_empty,
-    tree_usage,
     unmount,
-    upper_changes,
 )
 from corert.errors import ResourceError
 
@@ -285,39 +283,23 @@ def _fs_log(fsfd: int) -> str:
     return "; ".join(lines)
 
 
-class OverlayRootfs(LayerRootfs):
+class OverlayRootfs(UpperDirRootfs):
     driver = "overlay"
-    rootfs_name = "merged"
 
     def __init__(self, container_id: str, container_dir: Path, layers: list[Path], rootless: bool,
                  created_container_dir: bool) -> None:
         super().__init__(container_id, container_dir, layers, created_container_dir)
         self.rootless = rootless
-        self.upper = container_dir / "upper"
-        self.work = container_dir / "work"
 
     def state(self) -> dict:
         return {**super().state(), "rootless": self.rootless}
 
-    def usage(self) -> int:
-        if self.rootless and os.geteuid() != 0:
-            from corert.rootless import as_userns_root   # copy-ups of subordinate ids may be unreadable to us
-            return as_userns_root(tree_usage, self.upper)
-        return tree_usage(self.upper)
-
-    def changes(self) -> list[tuple[str, str]]:
-        if self.rootless and os.geteuid() != 0:
-            from corert.rootless import as_userns_root
-            return as_userns_root(upper_changes, self.upper, self.layers)
-        return upper_changes(self.upper, self.layers)
-
     def teardown(self) -> None:
+        # copy-ups keep owners: rootless, the upper dir may hold files of subordinate ids the user cannot remove
+        from corert.rootless import remove_tree as rootless_remove_tree
+
         unmount(self.rootfs)
-        remove = remove_tree
-        if self.rootless and os.geteuid() != 0:
-            # copy-ups keep owners: the upper dir may hold files of subordinate ids the user cannot remove
-            from corert.rootless import remove_tree as remove
         for d in (self.rootfs, self.work, self.upper, self.container_dir / "l"):
-            remove(d)
+            rootless_remove_tree(d)
         if self.created_container_dir:
             rmdir_if_empty(self.container_dir)

@@ -57,16 +57,13 @@ class VfsDriver(StorageDriver):
                     f"storage: {rootfs} already exists (container {container_id!r} prepared twice?)") from None
             made_rootfs = True
             copier = LayerCopier(self.rootless)
-            if _userns(self.rootless):
-                # layers of a user with subordinate ids hold files of the image's owners (mapped ids): only
-                # root of the user namespace may read all of them and give the copies the same owners
-                from corert.rootless import as_userns_root
-                copier.owners_preserved = as_userns_root(_apply_all, copier, layers, rootfs)
-            else:
-                _apply_all(copier, layers, rootfs)
+            # layers of a user with subordinate ids hold files of the image's owners (mapped ids): only root
+            # of the user namespace may read all of them and give the copies the same owners
+            from corert.rootless import as_userns_root
+            copier.owners_preserved = as_userns_root(_apply_all, copier, layers, rootfs)
         except BaseException as e:
             if made_rootfs:
-                _remove(rootfs, self.rootless)
+                _remove(rootfs)
             if created_container_dir:
                 rmdir_if_empty(container_dir)
             if isinstance(e, OSError):
@@ -82,22 +79,16 @@ class VfsDriver(StorageDriver):
                          bool(state.get("owners_preserved", True)))
 
 
-def _userns(rootless: bool) -> bool:
-    return rootless and os.geteuid() != 0
-
-
 def _apply_all(copier: LayerCopier, layers: list[Path], rootfs: Path) -> bool:
     for layer in layers:
         copier.apply(layer, rootfs)
     return copier.owners_preserved
 
 
-def _remove(path: Path, rootless: bool) -> None:
-    if _userns(rootless):
-        from corert.rootless import remove_tree as rootless_remove_tree
-        rootless_remove_tree(path)
-    else:
-        remove_tree(path)
+def _remove(path: Path) -> None:
+    # the copy keeps the image's owners: rootless, files of subordinate ids the user alone cannot remove
+    from corert.rootless import remove_tree as rootless_remove_tree
+    rootless_remove_tree(path)
 
 
 class LayerCopier:
@@ -229,16 +220,12 @@ class VfsRootfs(LayerRootfs):
         return {**super().state(), "rootless": self.rootless, "owners_preserved": self.owners_preserved}
 
     def usage(self) -> int:
-        if _userns(self.rootless):
-            from corert.rootless import as_userns_root
-            return as_userns_root(tree_usage, self.rootfs)
-        return tree_usage(self.rootfs)
+        from corert.rootless import as_userns_root
+        return as_userns_root(tree_usage, self.rootfs)
 
     def changes(self) -> list[tuple[str, str]]:
-        if _userns(self.rootless):
-            from corert.rootless import as_userns_root
-            return as_userns_root(self._changes)
-        return self._changes()
+        from corert.rootless import as_userns_root
+        return as_userns_root(self._changes)
 
     def _changes(self) -> list[tuple[str, str]]:
         # The full copy against the image: compare every entry, and list what the copy no longer has.
@@ -271,6 +258,6 @@ class VfsRootfs(LayerRootfs):
         return st.st_size != lst.st_size or st.st_mtime_ns != lst.st_mtime_ns
 
     def teardown(self) -> None:
-        _remove(self.rootfs, self.rootless)
+        _remove(self.rootfs)
         if self.created_container_dir:
             rmdir_if_empty(self.container_dir)

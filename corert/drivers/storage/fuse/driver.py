@@ -24,16 +24,13 @@ from pathlib import Path
 
 from corert import mountinfo
 from corert.drivers.storage.base import (
-    LayerRootfs,
     StorageDriver,
+    UpperDirRootfs,
     check_layers,
     check_no_overlap,
     remove_created,
-    remove_tree,
     rmdir_if_empty,
-    tree_usage,
     unmount,
-    upper_changes,
 )
 from corert.engine.state import proc_start_time, process_alive
 from corert.errors import ResourceError
@@ -152,17 +149,14 @@ def _spawn_in_userns(argv: list[str], env: dict, log_fd: int) -> bytes:
 
 # ----- the prepared rootfs ---------------------------------------------------------------------------
 
-class FuseRootfs(LayerRootfs):
+class FuseRootfs(UpperDirRootfs):
     """A container's rootfs served by a FUSE overlay daemon; ``state()`` is enough to tear it down later."""
 
     driver = "fuse"
-    rootfs_name = "merged"
 
     def __init__(self, container_id: str, container_dir: Path, layers: list[Path], pid: int, start_time: int,
                  created_container_dir: bool, in_userns: bool = False) -> None:
         super().__init__(container_id, container_dir, layers, created_container_dir)
-        self.upper = container_dir / "upper"
-        self.work = container_dir / "work"
         self.log = container_dir / "fuse.log"
         self.socket = container_dir / HANDOFF_SOCKET
         self.pid = pid
@@ -178,19 +172,6 @@ class FuseRootfs(LayerRootfs):
     def daemon_alive(self) -> bool:
         return process_alive(self.pid, self.start_time)
 
-    def usage(self) -> int:
-        if self.in_userns:
-            from corert.rootless import as_userns_root   # copy-ups of subordinate ids may be unreadable to us
-            return as_userns_root(tree_usage, self.upper)
-        return tree_usage(self.upper)
-
-    def changes(self) -> list[tuple[str, str]]:
-        # The upper dir is in overlayfs form: read it exactly as the kernel overlay driver reads its own.
-        if self.in_userns:
-            from corert.rootless import as_userns_root
-            return as_userns_root(upper_changes, self.upper, self.layers)
-        return upper_changes(self.upper, self.layers)
-
     def teardown(self) -> None:
         """Unmount, stop the daemon, remove what prepare made. Safe to call again, and after a crash."""
         errors: list[str] = []
@@ -204,13 +185,12 @@ class FuseRootfs(LayerRootfs):
         except ResourceError as e:
             errors.append(str(e))
         if not errors:
-            remove = remove_tree
-            if self.in_userns:
-                # copy-ups keep owners: files of subordinate ids the user alone cannot remove
-                from corert.rootless import remove_tree as remove
+            # copy-ups keep owners: rootless, files of subordinate ids the user alone cannot remove
+            from corert.rootless import remove_tree as rootless_remove_tree
+
             for path in (self.rootfs, self.work, self.upper, self.log, self.socket):
                 try:
-                    remove(path)
+                    rootless_remove_tree(path)
                 except (OSError, ResourceError) as e:
                     errors.append(str(e))
             if self.created_container_dir:
