@@ -50,19 +50,22 @@ WRAPPED = [
     ("delete: cgroup rmdir, state dir", "corert.engine.delete", "delete"),
 ]
 SPAWN = "python start (exec + interpreter, -I -S as the launcher)"
+PRELUDE = "launcher prelude (sys.path, code bundle finder)"
 IMPORTS = "imports (corert CLI + engine + stdlib)"
 GLUE = "python glue (unwrapped)"
 EXIT = "python exit"
-# The timed child: the clock starts at its first line; this module comes from its cached .pyc, as an
-# installed corert would.
-CHILD = """import time; t_main = time.perf_counter_ns()
+# The timed child: START is its first line, before the launcher's prelude (a row of its own: SPAWN then
+# matches the `python -I -S -c pass` reference, which has none); CHILD follows the prelude. This module
+# comes from its cached .pyc, as an installed corert would.
+START = "import time; t_start = time.perf_counter_ns()\n"
+CHILD = """t_main = time.perf_counter_ns()
 import sys; sys.path.insert(0, sys.argv[1])
-import phases; phases._child(t_main, sys.argv[2], sys.argv[3], [m for m in sys.argv[4].split(",") if m])
+import phases; phases._child(t_start, t_main, sys.argv[2], sys.argv[3], [m for m in sys.argv[4].split(",") if m])
 """
 
 
 # ---- child: one `run`, timed ---------------------------------------------------------------------------
-def _child(t_main: int, bundle: str, root: str, modules: list[str]) -> None:
+def _child(t_start: int, t_main: int, bundle: str, root: str, modules: list[str]) -> None:
     import importlib
 
     for name in modules:
@@ -117,7 +120,7 @@ def _child(t_main: int, bundle: str, root: str, modules: list[str]) -> None:
     code = main(["--root", root, "run", "--bundle", bundle, ID])
     t_end = time.perf_counter_ns()
     exclusive = {k: v - nested.get(k, 0) for k, v in inclusive.items()}
-    print(repr({"code": code, "t_main": t_main, "t_end": t_end, "imports": t_imports,
+    print(repr({"code": code, "t_start": t_start, "t_main": t_main, "t_end": t_end, "imports": t_imports,
                 "phases": exclusive, "stamps": stamps}))
     sys.stdout.flush()
     os._exit(0)   # as corert.cli.console_main leaves: no interpreter teardown
@@ -143,7 +146,7 @@ def _round(bundle: str, root: str, modules: list[str]) -> dict[str, float]:
     import subprocess
 
     t_spawn = time.perf_counter_ns()
-    p = subprocess.run([*LAUNCH, "-c", _prelude() + CHILD, HERE, bundle, root, ",".join(modules)],
+    p = subprocess.run([*LAUNCH, "-c", START + _prelude() + CHILD, HERE, bundle, root, ",".join(modules)],
                        capture_output=True, text=True, cwd="/")
     t_exit = time.perf_counter_ns()
     if p.returncode != 0:
@@ -151,11 +154,12 @@ def _round(bundle: str, root: str, modules: list[str]) -> dict[str, float]:
     data = ast.literal_eval(p.stdout.strip().splitlines()[-1])
     if data["code"] != 0:
         raise SystemExit(f"corert run exited {data['code']}: {p.stderr.strip()}")
-    ms = {SPAWN: (data["t_main"] - t_spawn) / 1e6, IMPORTS: data["imports"] / 1e6}
+    ms = {SPAWN: (data["t_start"] - t_spawn) / 1e6, PRELUDE: (data["t_main"] - data["t_start"]) / 1e6,
+          IMPORTS: data["imports"] / 1e6}
     for label, _module, _attr in WRAPPED:
         ms[label] = data["phases"].get(label, 0) / 1e6
     body = (data["t_end"] - data["t_main"]) / 1e6
-    ms[GLUE] = body - sum(v for k, v in ms.items() if k != SPAWN)
+    ms[GLUE] = body - sum(v for k, v in ms.items() if k not in (SPAWN, PRELUDE))   # both before t_main
     ms[EXIT] = (t_exit - data["t_end"]) / 1e6
     ms["total"] = (t_exit - t_spawn) / 1e6
     stamps = data["stamps"]

@@ -86,21 +86,30 @@ def _find(rows: list[Row], group: str, runtime: str) -> Row | None:
     return next((r for r in rows if r.group == group and r.runtime == runtime), None)
 
 
+def _ms(rows: list[Row], group: str, runtime: str) -> float | None:
+    return r.ms if (r := _find(rows, group, runtime)) else None
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def _crun_net(rows: list[Row], group: str) -> float | None:
+    crun, wrapper = _find(rows, group, "crun"), _find(rows, group, "wrapper")
+    return crun.ms - wrapper.ms if crun and wrapper else None
+
+
 def summary(rows: list[Row]) -> dict:
-    """The headline numbers (ms) and ratios. crun 'net' subtracts the unshare+umount wrapper's median once
-    per CLI call (a difference of medians: an estimate, reported next to the raw number)."""
-    # The interleaved run (runtimes taking turns round by round) gives the ratios when it is there.
+    """The headline numbers (ms) and ratios. crun 'net' subtracts the unshare+umount wrapper's median, measured
+    in the same group (a difference of medians: an estimate, reported next to the raw number)."""
+    # Every ratio divides medians of one group, never one from each: the interleaved run (runtimes taking
+    # turns round by round) when it is there, else the separate `run` benchmarks.
     ratio_group = "run-interleaved" if any(r.group == "run-interleaved" for r in rows) else "run"
-    med = {rt: (r.ms if (r := _find(rows, ratio_group, rt) or _find(rows, "run", rt)) else None)
-           for rt in ("corert", "runc", "crun", "wrapper", "floor")}
-    crun_net = med["crun"] - med["wrapper"] if med["crun"] is not None and med["wrapper"] is not None else None
-    csd = {rt: (r.ms if (r := _find(rows, "create-start-delete", rt)) else None) for rt in ("corert", "runc", "crun")}
-    csd_crun_net = (csd["crun"] - 3 * med["wrapper"]) if csd["crun"] is not None and med["wrapper"] is not None \
-        else None
+    med = {rt: _ms(rows, ratio_group, rt) for rt in ("corert", "runc", "crun", "wrapper", "floor")}
+    crun_net = _crun_net(rows, ratio_group)
+    # The create-start-delete group's wrapper row is one round of 3 wrapper calls (one per crun CLI call).
+    csd = {rt: _ms(rows, "create-start-delete", rt) for rt in ("corert", "runc", "crun", "wrapper")}
+    csd_crun_net = _crun_net(rows, "create-start-delete")
     return {
         "ratio_group": ratio_group,
         "run_ms": {**med, "crun_net": crun_net},
@@ -267,19 +276,14 @@ def machine_line(meta: dict, rows: list[Row]) -> str:
             f"Python {mi.get('python_version', '?')}; run {meta.get('datetime', '')[:19]}{merged}{load}")
 
 
-def _crun_net(rows: list[Row], group: str) -> float | None:
-    crun, wrapper = _find(rows, group, "crun"), _find(rows, group, "wrapper")
-    return crun.ms - wrapper.ms if crun and wrapper else None
-
-
 def _run_tables(rows: list[Row], run: dict, csd: dict, ratio: dict, ratio_group: str) -> list[str]:
     net_label = "crun run, minus the unshare+umount wrapper (estimate)"
     out = ["", "### Start latency: `X run --bundle B ID` (/bin/true, the same bundle)", ""]
-    out += _latency_table(rows, "run", run["floor"], [(net_label, _crun_net(rows, "run"))])
+    out += _latency_table(rows, "run", _ms(rows, "run", "floor"), [(net_label, _crun_net(rows, "run"))])
     if ratio_group == "run-interleaved":
         out += ["", "The same runs again, the runtimes taking turns round by round (so the machine's drift "
                     "falls on all of them alike); the ratios below use these:", ""]
-        out += _latency_table(rows, "run-interleaved", run["floor"], [(net_label, _crun_net(rows, ratio_group))])
+        out += _latency_table(rows, "run-interleaved", run["floor"], [(net_label, run["crun_net"])])
     out += ["", "### Ratios vs the targets", "",
             "| ratio | value | target | verdict |", "|---|---:|---:|---|",
             f"| corert run / runc run | {_fmt(ratio['corert/runc'])} | <= {TARGET_VS_RUNC} | "
@@ -301,11 +305,11 @@ def markdown(rows: list[Row], meta: dict, phases: dict | None = None) -> str:
         out += _run_tables(rows, run, csd, ratio, s["ratio_group"])
     if any(r.group == "create-start-delete" for r in rows):
         out += ["", "### create + start + delete as three CLI calls (what engines do)", ""]
-        out += _latency_table(rows, "create-start-delete", run["floor"],
-                              [("crun, minus 3x the wrapper (estimate)", csd["crun_net"])])
+        out += _latency_table(rows, "create-start-delete", _ms(rows, "run", "floor"),
+                              [("crun, minus its 3 wrapper calls (estimate)", csd["crun_net"])])
     if any(r.group == "front-door" for r in rows):
         out += ["", "### Front door per storage driver: `corert run --rm --storage D busybox true`", ""]
-        out += _latency_table(rows, "front-door", run["floor"])
+        out += _latency_table(rows, "front-door", _ms(rows, "run", "floor"))
     imports = _import_table(rows)
     if imports:
         out += ["", "### Image import/unpack throughput (one generated layer)", ""] + imports
@@ -336,7 +340,6 @@ def chart(rows: list[Row], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    s = summary(rows)
     panels = [(g, title) for g, title in CHARTED.items() if any(r.group == g for r in rows)]
     if not panels:
         return   # e.g. `benchmarks/run -k network`: tables only
@@ -347,10 +350,9 @@ def chart(rows: list[Row], out: Path) -> None:
     for ax, (group, title) in zip(axes[:, 0], panels):
         items = [(r.label, r.ms, (r.ms - r.q1 * 1e3, r.q3 * 1e3 - r.ms), colors.get(r.runtime, "#9467bd"))
                  for r in rows if r.group == group]
-        net = s["run_ms"]["crun_net"] if group == "run" else s["csd_ms"]["crun_net"] if group != "front-door" \
-            else None
+        net = _crun_net(rows, group)   # the panel's own group: no medians of another run on it
         if net is not None:
-            what = "crun minus unshare wrapper (est.)" if group == "run" else "crun minus 3x unshare wrapper (est.)"
+            what = "crun minus unshare wrapper (est.)" if group == "run" else "crun minus its 3 wrapper calls (est.)"
             items.append((what, net, (0, 0), "#98df8a"))
         items.sort(key=lambda i: i[1])
         labels = [i[0] for i in items]
@@ -359,8 +361,8 @@ def chart(rows: list[Row], out: Path) -> None:
                 color=[i[3] for i in items], capsize=3)
         for y, item in enumerate(items):
             ax.text(item[1] + item[2][1], y, f"  {item[1]:.1f} ms", va="center", fontsize=8)
-        if group == "run" and s["run_ms"]["runc"]:
-            target = TARGET_VS_RUNC * s["run_ms"]["runc"]
+        if group == "run" and (runc := _ms(rows, "run", "runc")):
+            target = TARGET_VS_RUNC * runc
             ax.axvline(target, color="#1f77b4", linestyle="--", linewidth=1)
             ax.text(target, -0.45, f" target: {TARGET_VS_RUNC}x runc = {target:.1f} ms", color="#1f77b4",
                     fontsize=8, va="bottom")

@@ -55,14 +55,17 @@ def test_run(benchmark, oci, bench_bundle: Path, runner) -> None:
 
 
 @pytest.mark.benchmark(group="run-interleaved")
-def test_run_interleaved(benchmark, bench_bundle: Path, runner, tmp_path) -> None:
-    """The same `X run` as test_run, the runtimes taking turns round by round (bundles.interleaved): the
-    ratios the verdicts in benchmarks/README.md use."""
-    _note(benchmark, "corert, runc, crun run and the crun wrapper, interleaved (one round: all four)", "mix")
+def test_run_interleaved(benchmark, floor_binary: Path, bench_bundle: Path, runner, tmp_path) -> None:
+    """The same `X run` as test_run, plus the crun wrapper and the C floor (as test_floor runs it), taking
+    turns round by round (bundles.interleaved): the ratios the verdicts in benchmarks/README.md use, every
+    one from medians of this one run."""
+    _note(benchmark, "corert, runc, crun run, the crun wrapper and the C floor, interleaved (one round: all five)",
+          "mix")
     argv = {"corert": [CORERT, "--root", str(tmp_path / "corert"), "run", "--bundle", str(bench_bundle), ID],
             "runc": [RUNC, "--root", str(tmp_path / "runc"), "run", "--bundle", str(bench_bundle), ID],
             "crun": crun_argv("--root", str(tmp_path / "crun"), "run", "--bundle", str(bench_bundle), ID),
-            "wrapper": UNSHARE_NOOP}
+            "wrapper": UNSHARE_NOOP,
+            "floor": [str(floor_binary), str(bench_bundle / "rootfs")]}
     interleaved(benchmark, {name: (lambda a=a: runner(a)) for name, a in argv.items()})
 
 
@@ -95,6 +98,18 @@ def test_create_start_delete(benchmark, oci, bench_bundle: Path, runner) -> None
         runner(create)
         runner(start)
         runner(delete)
+
+    benchmark.pedantic(cycle, setup=settle, rounds=ROUNDS, warmup_rounds=2)
+
+
+@pytest.mark.benchmark(group="create-start-delete")
+def test_create_start_delete_wrapper(benchmark, runner) -> None:
+    """crun's wrapper once per CLI call of a cycle (3 calls), measured in this group for report.py's crun net."""
+    _note(benchmark, "3x unshare+umount (crun wrapper, once per CLI call)", "wrapper")
+
+    def cycle() -> None:
+        for _ in range(3):
+            runner(UNSHARE_NOOP)
 
     benchmark.pedantic(cycle, setup=settle, rounds=ROUNDS, warmup_rounds=2)
 

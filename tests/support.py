@@ -2,6 +2,7 @@
 processes, test users, image archives."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -14,13 +15,35 @@ import sys
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
 VENV_BIN = Path(sys.executable).parent
 CORERT = str(VENV_BIN / "corert")
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+
+
+def installed(tool: str) -> str:
+    """tool's path. scripts/setup installs every tool the tests use: without one the test fails, since a skip
+    would hide a broken setup as a green run."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed (scripts/setup installs it)")
+    return path
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (mount's size=) on path for the with block: ENOSPC from the real kernel (root only)."""
+    path.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "corert-test-small", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
 
 
 def _mounts() -> set[str]:
@@ -37,7 +60,8 @@ def _corert_cgroups() -> set[str]:
     return found
 
 
-def _links() -> set[str]:
+def links() -> set[str]:
+    """The host's network link names (no @peer suffix)."""
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     return {line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": " in line}
 
@@ -48,7 +72,7 @@ def _netns() -> set[str]:
 
 def snapshot() -> dict:
     """What a test could leak: mounts, corert cgroups, links, netns, live child processes."""
-    return {"mounts": _mounts(), "cgroups": _corert_cgroups(), "links": _links(), "netns": _netns(),
+    return {"mounts": _mounts(), "cgroups": _corert_cgroups(), "links": links(), "netns": _netns(),
             "children": children()}
 
 
@@ -342,6 +366,14 @@ def user_processes(uid: int, settle: float = 0.0, only: tuple[str, ...] = ()) ->
                 if line.strip() and "Z" not in line.split()[1] and (not only or any(w in line for w in only))]
 
     return poll(live, until=lambda found: not found, timeout=settle, interval=0.1)
+
+
+def assert_user_clean(entry) -> None:  # noqa: ANN001 - pwd entry
+    """Remove the test user's containers, then: none of its processes (given 5 s to end) or mounts remain."""
+    for name in as_user(entry, "ps", "-aq").stdout.split():
+        as_user(entry, "rm", "-f", name)
+    assert user_processes(entry.pw_uid, settle=5) == []
+    assert not [line for line in open("/proc/self/mountinfo") if entry.pw_dir in line]
 
 
 def http_get(host: str, port: int) -> str:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from support import Front, exited, wait_for
+from support import Front, exited, small_tmpfs, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run as root")
 
@@ -63,10 +63,7 @@ def test_daemon_killed_mid_write_gives_errors_not_a_hang(front):
 
 def test_full_disk_is_a_clear_error_and_leaves_nothing(front, tmp_path):
     """The upper dir on a 16 MiB tmpfs: the container's write fails with ENOSPC, the daemon survives."""
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "corert-test-small", str(small)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small", "16m") as small:
         (tmp_path / "f2").mkdir()
         data = Front(tmp_path / "f2", small, storage_from_env=True)  # image store and container dirs on the small fs
         r = data("run", "--rm", "--storage=fuse", "busybox", "sh", "-c",
@@ -76,8 +73,6 @@ def test_full_disk_is_a_clear_error_and_leaves_nothing(front, tmp_path):
         assert "still-alive" in r.stdout      # the daemon survived ENOSPC and frees space again
         assert list((small / "containers").iterdir()) == []
         data.cli.cleanup()
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_deleting_a_running_container(front):

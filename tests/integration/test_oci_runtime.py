@@ -73,7 +73,8 @@ def test_create_start_state_delete(corert, bundle):
         assert not f.read().startswith(b"sleep")
     corert("start", "life", check=True)
     assert status(corert, "life") == "running"
-    poll(lambda: Path(f"/proc/{state['pid']}/cmdline").read_bytes().startswith(b"sleep"), timeout=5, interval=0.02)
+    wait_for(lambda: Path(f"/proc/{state['pid']}/cmdline").read_bytes().startswith(b"sleep"), "the init to exec sleep",
+             timeout=5, interval=0.02)
     r = corert("delete", "life")
     assert r.returncode == 1 and "not stopped" in r.stderr
     corert("kill", "life", "KILL", check=True)

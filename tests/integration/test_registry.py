@@ -16,7 +16,6 @@ import http.server
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import tarfile
@@ -27,11 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from support import Front, poll
+from support import Front, installed, poll
 
-REGISTRY_BIN = shutil.which("docker-registry")
-pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run as root"),
-              pytest.mark.skipif(REGISTRY_BIN is None, reason="docker-registry is not installed")]
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="integration tests run as root")
 
 SERVICE, ISSUER = "corert-test-registry", "corert-test-issuer"
 USER, PASSWORD = "tester", "s3cret"
@@ -71,7 +68,7 @@ class Registry:
                 config["auth"] = {"token": self.auth}
             (self.base / "config.yml").write_text(json.dumps(config))   # YAML is a superset of JSON
             self.log = open(self.base / "registry.log", "wb")
-            self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.base / "config.yml")],
+            self.proc = subprocess.Popen([installed("docker-registry"), "serve", str(self.base / "config.yml")],
                                          stdout=self.log, stderr=subprocess.STDOUT)
             # until it answers, or died (the port was taken after all)
             if poll(lambda: self.proc.poll() is not None or self._answers(), timeout=15) and self.proc.poll() is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Front, bundle_config, http_get, make_busybox_rootfs, write_config
+from support import Front, bundle_config, http_get, links, make_busybox_rootfs, wait_for, write_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="user-defined networks need root")
 
@@ -24,10 +24,6 @@ NET_ROOT = Path("/run/corert-net")
 
 def _out(*cmd: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True).stdout
-
-
-def _links() -> set[str]:
-    return {line.split(": ")[1].split("@")[0] for line in _out("ip", "-o", "link").splitlines()}
 
 
 def _tables() -> set[str]:
@@ -45,7 +41,7 @@ def _held_leases() -> dict:
 
 
 def _host_net() -> dict:
-    return {"links": _links(), "tables": _tables(), "routes": _out("ip", "route"), "leases": _held_leases(),
+    return {"links": links(), "tables": _tables(), "routes": _out("ip", "route"), "leases": _held_leases(),
             "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text()}
 
 
@@ -61,7 +57,7 @@ class NetworksFront(Front):
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path, storage_from_env=True)
         self.networks: list[str] = []
-        self.had_default = "corert0" in _links()   # the default bridge stays after its containers (docker0)
+        self.had_default = "corert0" in links()   # the default bridge stays after its containers (docker0)
 
     def fails(self, *args: str) -> str:
         """The command fails with one line on stderr and nothing on stdout; returns that line."""
@@ -99,7 +95,7 @@ class NetworksFront(Front):
         """What a refused command must not change: the listing, every network's containers, the host."""
         listing = self.ok("network", "ls")
         attached = {n: sorted(self.inspect(n)["Containers"]) for n in self.networks}
-        return listing, attached, _links(), _tables(), _held_leases()
+        return listing, attached, links(), _tables(), _held_leases()
 
     def cleanup(self) -> None:
         self.remove_containers()
@@ -130,15 +126,15 @@ def test_create_ls_and_bridge_lifetime(front):
     assert ["lifetime", net["Id"][:12], "bridge", str(subnet)] in rows
     assert (front.data / "networks" / "networks.json").exists()   # the definition persists on disk
     bridge = _bridge(net)
-    assert bridge not in _links()                                      # made on first use only
+    assert bridge not in links()                                      # made on first use only
     front.run("c1", "lifetime")
-    assert bridge in _links() and bridge in _tables()
+    assert bridge in links() and bridge in _tables()
     ip = front.addrs("c1")["eth0"]
     assert ipaddress.IPv4Address(ip) in subnet
     assert front.inspect("lifetime")["Containers"][next(iter(front.inspect("lifetime")["Containers"]))][
         "IPv4Address"] == f"{ip}/{subnet.prefixlen}"
     front.ok("rm", "-f", "c1")
-    assert bridge not in _links() and bridge not in _tables()          # gone with the last container
+    assert bridge not in links() and bridge not in _tables()          # gone with the last container
     assert front.inspect("lifetime")["Containers"] == {}
     front.ok("network", "rm", "lifetime")
     front.networks.remove("lifetime")
@@ -171,7 +167,7 @@ def test_isolation_connect_disconnect(front):
     assert set(front.addrs("a1")) == {"eth0"}
     assert not front.pings("a1", b1)
     assert {c["Name"] for c in front.inspect("netb")["Containers"].values()} == {"b1"}
-    assert _bridge(net_a) in _links() and _bridge(net_b) in _links()
+    assert _bridge(net_a) in links() and _bridge(net_b) in links()
 
 
 def test_rm_releases_every_interface(front):
@@ -184,9 +180,9 @@ def test_rm_releases_every_interface(front):
     assert sum(i.startswith(cid) for ids in _held_leases().values() for i in ids) == 3
     front.ok("rm", "-f", "r1")
     assert not any(i.startswith(cid) for ids in _held_leases().values() for i in ids)
-    assert _bridge(net_a) not in _links() and _bridge(net_b) not in _links()
+    assert _bridge(net_a) not in links() and _bridge(net_b) not in links()
     assert _bridge(net_a) not in _tables() and _bridge(net_b) not in _tables()
-    assert not any(link.startswith(("vc", "veth" + cid[:7])) for link in _links())
+    assert not any(link.startswith(("vc", "veth" + cid[:7])) for link in links())
 
 
 def test_oci_delete_releases_a_connected_container(front, tmp_path):
@@ -200,10 +196,10 @@ def test_oci_delete_releases_a_connected_container(front, tmp_path):
     assert r.returncode == 0, r.stderr
     front.ok("network", "connect", "ocinet", "oci1")
     assert _held_leases().get(_bridge(net)) == ["oci1"]
-    assert _bridge(net) in _links()
+    assert _bridge(net) in links()
     front.ok("delete", "--force", "oci1")
     assert _bridge(net) not in _held_leases()
-    assert _bridge(net) not in _links() and _bridge(net) not in _tables()
+    assert _bridge(net) not in links() and _bridge(net) not in _tables()
 
 
 def test_publish_on_user_network(front):
@@ -213,12 +209,9 @@ def test_publish_on_user_network(front):
     front.run("peer", "pub")
     web = front.addrs("web")["eth0"]
     assert front.ok("exec", "peer", "wget", "-q", "-O", "-", f"http://{web}/").strip() == "hello-pub"
-    for _ in range(50):          # httpd may still be starting: retry the connection, not a timed assertion
-        body = http_get("127.0.0.1", 18431)
-        if body == "hello-pub":
-            break
-        front.ok("exec", "web", "sleep", "0.1")
-    assert body == "hello-pub"
+    # httpd may still be starting: retry the connection, not a timed assertion
+    wait_for(lambda: http_get("127.0.0.1", 18431), "httpd to answer on the published port",
+             until=lambda body: body == "hello-pub", interval=0.1)
     # The host port is taken for every network, not only for `pub`.
     assert "already published" in front.fails("run", "-d", "--net", "bridge", "-p", "18431:80", "busybox", "true")
 

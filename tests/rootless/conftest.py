@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from support import as_user, user_processes
+from support import assert_user_clean
 
 
 @pytest.fixture
@@ -21,7 +21,4 @@ def fuse_open():
 def clean_user(user):
     """Every test starts and ends with no container, mount or process of the user (`user`: the module's)."""
     yield user
-    for name in as_user(user, "ps", "-aq").stdout.split():
-        as_user(user, "rm", "-f", name)
-    assert user_processes(user.pw_uid, settle=5) == []
-    assert not [line for line in open("/proc/self/mountinfo") if user.pw_dir in line]
+    assert_user_clean(user)

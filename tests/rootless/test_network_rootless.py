@@ -12,7 +12,8 @@ import shutil
 
 import pytest
 
-from support import as_user, http_get, make_test_user, poll, remove_test_user, user_processes, user_runtime_dir
+from support import (as_user, http_get, make_test_user, poll, remove_test_user, user_processes, user_runtime_dir,
+                     wait_for)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="makes an unprivileged user (needs root)")
 
@@ -75,7 +76,8 @@ def test_slirp_gives_outbound_stack_without_host_loopback(user, tun_open):
 def test_helper_of_an_exited_container_is_swept(user, tun_open):
     r = as_user(user, "run", "-d", "--name", "short", "--net=slirp", "busybox", "true")
     assert r.returncode == 0, r.stderr
-    poll(lambda: as_user(user, "ps").stdout, until=lambda out: "running" not in out, timeout=10, interval=0.1)
+    wait_for(lambda: as_user(user, "ps").stdout, "the container to exit", until=lambda out: "running" not in out,
+             timeout=10, interval=0.1)
     p = as_user(user, "network", "prune")
     assert p.returncode == 0, p.stderr
     assert "helper" in p.stdout

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from support import (CORERT, as_user, image_config, make_test_user, remove_test_user, run_as_user, tar_bytes,
-                     user_processes, write_oci_layout)
+from support import (CORERT, as_user, assert_user_clean, image_config, make_test_user, remove_test_user,
+                     run_as_user, tar_bytes, user_processes, write_oci_layout)
 
 USER = "corert-owners"
 USER_NOSUB = "corert-owners1"
@@ -133,10 +133,8 @@ def spy_calls(script: Path) -> str:
 
 
 def assert_clean(entry) -> None:
-    for name in as_user(entry, "ps", "-aq").stdout.split():
-        as_user(entry, "rm", "-f", name)
-    assert user_processes(entry.pw_uid) == []
-    assert not [line for line in open("/proc/self/mountinfo") if entry.pw_dir in line]
+    """clean_user's check (usable mid-test and in module fixtures), and no container state dir left behind."""
+    assert_user_clean(entry)
     containers = Path(entry.pw_dir) / ".local/share/corert/containers"
     assert not containers.exists() or os.listdir(containers) == []
 

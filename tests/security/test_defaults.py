@@ -148,10 +148,8 @@ def podman_status(tmp_path_factory) -> dict[str, str]:
     """/proc/self/status of `podman --runtime runc run` with podman's defaults on corert's busybox image.
 
     Module-scoped: podman sets up its own storage mounts once, outside any test's leak snapshot."""
-    podman = shutil.which("podman")
-    if podman is None:
-        pytest.fail("podman is not installed (scripts/setup installs it)")
-    from support import CORERT
+    from support import CORERT, installed
+    podman = installed("podman")
     tar = tmp_path_factory.mktemp("podman") / "busybox.tar"
     subprocess.run([CORERT, "image", "export", "busybox", str(tar)], check=True)
     loaded = subprocess.run([podman, "load", "-i", str(tar)], capture_output=True, text=True, check=True)

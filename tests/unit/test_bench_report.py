@@ -38,7 +38,7 @@ def _write(tmp_path: Path, corert_run_ms: float = 80.0) -> Path:
                 _bench("run", "corert", corert_run_ms), _bench("run", "runc", 40.0), _bench("run", "crun", 30.0),
                 _bench("run", "wrapper", 5.0), _bench("run", "floor", 2.0),
                 _bench("create-start-delete", "corert", 150.0), _bench("create-start-delete", "runc", 50.0),
-                _bench("create-start-delete", "crun", 45.0),
+                _bench("create-start-delete", "crun", 45.0), _bench("create-start-delete", "wrapper", 16.0),
                 _bench("front-door", "corert", 120.0, "corert run --rm busybox (overlay)"),
                 _bench("image-import", "corert", 1000.0, "corert import (tmpfs)", fs="tmpfs", **layer),
                 _bench("image-import", "tar", 250.0, "tar -x (tmpfs)", fs="tmpfs", **layer)]}
@@ -54,8 +54,34 @@ def test_ratios_subtract_the_crun_wrapper(report, tmp_path: Path) -> None:
     assert s["ratios"]["corert/runc"] == pytest.approx(2.0)
     assert s["ratios"]["corert/crun_net"] == pytest.approx(80 / 25)
     assert s["ratios"]["corert/floor"] == pytest.approx(40.0)
-    assert s["csd_ms"]["crun_net"] == pytest.approx(45.0 - 3 * 5.0)   # one wrapper per CLI call
+    assert s["csd_ms"]["crun_net"] == pytest.approx(45.0 - 16.0)   # the group's own wrapper row (3 calls)
     assert s["ratios"]["csd corert/runc"] == pytest.approx(3.0)
+
+
+def _interleaved(**medians_ms: float) -> dict:
+    return {"group": "run-interleaved", "name": "test_run_interleaved", "stats": {"median": 1, "q1": 1, "q3": 1,
+            "rounds": 30}, "extra_info": {"label": "interleaved", "runtime": "mix", "interleaved": {
+                name: {"median": ms, "q1": ms * 0.9, "q3": ms * 1.1, "rounds": 30} for name, ms in medians_ms.items()}}}
+
+
+def test_ratios_never_mix_groups(report, tmp_path: Path) -> None:
+    """With an interleaved run, every run ratio comes from its medians alone; csd needs its own wrapper."""
+    path = _write(tmp_path)
+    data = json.loads(path.read_text())
+    data["benchmarks"] = [b for b in data["benchmarks"]
+                          if (b["group"], b["extra_info"]["runtime"]) != ("create-start-delete", "wrapper")]
+    data["benchmarks"].append(_interleaved(corert=30.0, runc=40.0, crun=24.0, wrapper=4.0, floor=3.0))
+    path.write_text(json.dumps(data))
+    s = report.summary(report.load(path)[0])
+    assert s["ratio_group"] == "run-interleaved"
+    assert s["ratios"]["corert/runc"] == pytest.approx(0.75)
+    assert s["ratios"]["corert/crun_net"] == pytest.approx(30 / 20)
+    assert s["ratios"]["corert/floor"] == pytest.approx(10.0)
+    assert s["csd_ms"]["crun_net"] is None and s["ratios"]["csd corert/crun_net"] is None
+    data["benchmarks"][-1] = _interleaved(corert=30.0, runc=40.0, crun=24.0)   # an older run: no floor, no wrapper
+    path.write_text(json.dumps(data))
+    s = report.summary(report.load(path)[0])
+    assert s["ratios"]["corert/floor"] is None and s["run_ms"]["crun_net"] is None   # not the `run` group's
 
 
 @pytest.mark.parametrize("corert_ms,verdict", [(80.0, "missed (2.50x the target)"), (30.0, "met")])

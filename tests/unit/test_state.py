@@ -5,6 +5,7 @@ for writing, write one byte, exec): enough to drive start/kill/state/ps for real
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from corert.engine.state import (ContainerRecord, StateStore, live_status, oci_s
                                  rfc3339_nano, validate_id)
 from corert.errors import (ContainerExists, ContainerNotFound, CorertError, HookError, InvalidState,
                            UsageError)
-from support import exited, poll
+from support import exited, poll, small_tmpfs
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ def test_load_missing_and_corrupt(store: StateStore) -> None:
     assert not isinstance(info.value, ContainerNotFound)
 
 
-def test_save_is_atomic(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_is_atomic(store: StateStore) -> None:
     record = store.reserve("c1")
     path = Path(store.container_dir("c1")) / "state.json"
     inode = os.stat(path).st_ino
@@ -125,16 +126,26 @@ def test_save_is_atomic(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> N
         store.save(record)
         assert json.load(old)["pid"] == 0
     assert os.stat(path).st_ino != inode  # replaced by rename, not rewritten in place
-    # A failure mid-save (the write here: ENOSPC) keeps the previous state and leaves no temp file behind.
-    def broken_write(fd: int, data: bytes) -> int:
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(os, "write", broken_write)
-    record.pid = 99
-    with pytest.raises(OSError):
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a tmpfs (the rest of this file runs as is)")
+def test_failed_save_keeps_the_old_state(tmp_path: Path) -> None:
+    """A save failing mid-write (a full filesystem: ENOSPC) keeps the previous state, leaves no temp file."""
+    with small_tmpfs(tmp_path / "small", "256k") as small:
+        store = StateStore(small / "corert-state")
+        record = store.reserve("c1")
+        record.pid = 7
         store.save(record)
-    monkeypatch.undo()
-    assert store.load("c1").pid == 7
-    assert sorted(os.listdir(store.container_dir("c1"))) == ["state.json"]
+        with open(small / "filler", "wb", buffering=0) as f, pytest.raises(OSError) as full:
+            while True:   # every page taken: the temp file can be made (an inode) but gets no data
+                f.write(b"\0" * 4096)
+        assert full.value.errno == errno.ENOSPC
+        record.pid = 99
+        with pytest.raises(OSError) as failed:
+            store.save(record)
+        assert failed.value.errno == errno.ENOSPC
+        assert store.load("c1").pid == 7
+        assert sorted(os.listdir(store.container_dir("c1"))) == ["state.json"]
 
 
 def test_list_skips_broken(store: StateStore) -> None:
