@@ -419,6 +419,7 @@ cdef enum:
     S_EXEC = 26
     S_STDIO = 27
     S_LOOPBACK = 28
+    S_INIT = 29
     S_CGROUP = 30
 
 STEP_NAMES = {
@@ -433,7 +434,7 @@ STEP_NAMES = {
     S_FIFO: "waiting on the exec fifo", S_CAPS: "setting capabilities", S_USER: "switching user",
     S_NNP: "setting no_new_privs", S_SECCOMP: "loading the seccomp filter", S_EXEC: "exec",
     S_STDIO: "setting up stdio", S_LOOPBACK: "bringing up the loopback interface",
-    S_CGROUP: "joining the container's cgroup",
+    S_INIT: "starting the init (--init)", S_CGROUP: "joining the container's cgroup",
 }
 
 
@@ -1076,11 +1077,22 @@ cdef extern from *:
         return sigaction(SIGCHLD, &sa, &fp_init_old_chld);
     }
     static void fp_init_sigchld_restore(void) { sigaction(SIGCHLD, &fp_init_old_chld, NULL); }
+    #include <string.h>
+    /* Number parsing by hand (/proc/self/stat and maps): strtoul reads the locale, whose data may sit on
+       the heap being given back. */
+    static unsigned long fp_init_num(char **s, int base) {
+        unsigned long v = 0; int d;
+        for (;; (*s)++) {
+            char c = **s;
+            if (c >= '0' && c <= '9') d = c - '0';
+            else if (base == 16 && c >= 'a' && c <= 'f') d = c - 'a' + 10;
+            else return v;
+            v = v * (unsigned long)base + (unsigned long)d;
+        }
+    }
     /* The init is a copy of the runtime's memory, so /proc/1/cmdline (readable by everyone) would show the
        runtime's own command line, an embedding program's included: overwrite the argument area in place
        (arg_start..arg_end, fields 48 and 49 of /proc/self/stat) and the comm with "corert-init". */
-    #include <stdlib.h>
-    #include <string.h>
     static void fp_init_rename(char *buf, size_t cap) {
         static const char name[] = "corert-init";
         unsigned long start, end, n_name = sizeof name - 1;
@@ -1095,9 +1107,9 @@ cdef extern from *:
         if (!s || !s[1]) return;
         for (s += 2; *s && field < 48; s++) if (*s == ' ') field++;
         if (field != 48) return;
-        start = strtoul(s, &s, 10);
-        if (*s != ' ') return;
-        end = strtoul(s + 1, NULL, 10);
+        start = fp_init_num(&s, 10);
+        if (*s++ != ' ') return;
+        end = fp_init_num(&s, 10);
         if (!start || end <= start + 1) return;
         memset((void *)start, 0, end - start);
         memcpy((void *)start, name, end - start - 1 < n_name ? end - start - 1 : n_name);
@@ -1123,17 +1135,6 @@ cdef extern from *:
        anonymous mapping of 64 KiB or more that holds neither is given back (MADV_DONTNEED frees the pages;
        were one read again it would be zeros, not a fault). Reads /proc/self/maps into a stack buffer. */
     #include <sys/mman.h>
-    /* Number parsing by hand: strtoul reads the locale, whose data may sit on the heap being given back. */
-    static unsigned long fp_init_num(char **s, int base) {
-        unsigned long v = 0; int d;
-        for (;; (*s)++) {
-            char c = **s;
-            if (c >= '0' && c <= '9') d = c - '0';
-            else if (base == 16 && c >= 'a' && c <= 'f') d = c - 'a' + 10;
-            else return v;
-            v = v * (unsigned long)base + (unsigned long)d;
-        }
-    }
     static void fp_init_discard(unsigned long from, unsigned long to) {
         if (to > from) madvise((void *)from, to - from, MADV_DONTNEED);
     }
@@ -1188,12 +1189,6 @@ cdef extern from *:
     int PR_SET_CHILD_SUBREAPER, SIGCHLD, ECHILD
     int setpgid(int pid, int pgid) nogil
     int tcsetpgrp(int fd, int pgrp) nogil
-
-
-cdef enum:
-    S_INIT = 29
-
-STEP_NAMES[S_INIT] = "starting the init (--init)"
 
 
 cdef void become_init(fp_plan *p) noexcept nogil:

@@ -24,7 +24,6 @@ class _DecoderOptions:
     parse_float = float
     parse_int = int
     parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
-    memo: dict = {}
 
 
 _scan_once = _json.make_scanner(_DecoderOptions()) if _json is not None else None

@@ -9,8 +9,9 @@ import os
 import stat
 
 from corert.drivers.cgroups import in_user_namespace
+from corert.drivers.security.capabilities import caps_to_mask, kernel_cap_last_cap, kernel_cap_mask
 from corert.errors import ConfigError
-from corert.plan_types import DeviceEntry, LaunchPlan, MountEntry
+from corert.plan_types import INIT_ANNOTATION, DeviceEntry, LaunchPlan, MountEntry
 from corert.spec import mountopts as mo
 
 # The devices every container gets (OCI "default devices"), as (path, major, minor).
@@ -50,14 +51,6 @@ def cgroup_resources(config: dict) -> dict | None:
     if resources is None or "devices" not in resources:
         return resources
     return {**resources, "devices": list(resources["devices"]) + list(DEFAULT_DEVICE_RULES)}
-
-
-def cap_last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except OSError:
-        return 40
 
 
 def namespaces(config: dict) -> tuple[int, int, list[tuple[int, str]]]:
@@ -156,9 +149,7 @@ def _capabilities(process: dict, plan: LaunchPlan) -> None:
     if caps is None:
         plan.keep_all_caps = True
         return
-    from corert.drivers.security.capabilities import caps_to_mask
-
-    known = (1 << (plan.cap_last + 1)) - 1   # caps newer than the running kernel are ignored, as runc does
+    known = kernel_cap_mask(plan.cap_last)   # caps newer than the running kernel are ignored, as runc does
     for name in CAP_SETS:
         mask = caps_to_mask(caps.get(name) or [], f"process.capabilities.{name}")
         setattr(plan, f"cap_{name}", mask & known)
@@ -192,7 +183,7 @@ def compile_plan(config: dict, bundle: str | os.PathLike[str], *, cgroup_mounts:
     rootfs = os.path.join(bundle, root["path"])  # an absolute root.path stays as it is
 
     plan = LaunchPlan(clone_flags=clone_flags, unshare_flags=unshare_flags, cgroup_dir_fd=cgroup_dir_fd)
-    plan.cap_last = cap_last_cap()
+    plan.cap_last = kernel_cap_last_cap()
     plan.rootfs = os.path.realpath(rootfs).encode()
     if linux.get("rootfsPropagation"):
         plan.rootfs_propagation = mo.parse_mount_options([linux["rootfsPropagation"]]).propagation
@@ -249,6 +240,6 @@ def compile_plan(config: dict, bundle: str | os.PathLike[str], *, cgroup_mounts:
                         for h in (config.get("hooks") or {}).get("startContainer") or []]
     plan.exec_fifo = exec_fifo.encode() if exec_fifo else None
     plan.preserve_fds = preserve_fds
-    from corert.plan_types import INIT_ANNOTATION   # `run --init`: PID 1 forks and stays as a tiny init
+    # `run --init`: PID 1 forks and stays as a tiny init
     plan.init = (config.get("annotations") or {}).get(INIT_ANNOTATION) in ("true", "1")
     return plan, joins

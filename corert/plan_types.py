@@ -54,12 +54,14 @@ class LaunchPlan(Record):
         "clone_flags": 0,
         "unshare_flags": 0,
         "time_offsets": None,      # "monotonic S N\nboottime S N\n" for /proc/self/timens_offsets
-        "cgroup_dir_fd": -1,       # v2: CLONE_INTO_CGROUP target, -1 = the parent attaches the pid instead
+        # cgroup placement (cgroups.placement_fds); with neither, the parent attaches the pid instead.
+        "cgroup_dir_fd": -1,       # CLONE_INTO_CGROUP target (v2, or a hybrid host's cgroup2 dir); -1 = none
         "cgroup_task_fds": list,   # v1: `tasks` files the child writes "0" to itself (no RCU wait)
 
         # Filesystem. rootfs empty = exec into an existing container (no mounts, no pivot).
         "rootfs": b"",
-        "rootfs_mount": None,      # (fstype, data) mounted on rootfs by the child (rootless overlay)
+        "rootfs_mount": None,      # (fstype, data) mounted on rootfs by the child: rootless overlay, or
+                                   # the rootless FUSE handoff ("fuse", "corert_fuse_handoff=...", _fastpath)
         "rootfs_propagation": 0,
         "readonly_rootfs": False,
         "no_pivot": False,

@@ -437,16 +437,23 @@ def cmd_build(options, args: list[str]) -> int:
 
 def cmd_stats(options, args: list[str]) -> int:
     """`corert stats [-a] [--no-stream] [--format table|json] [NAME...]`: docker's live table plus PSI
-    (corert.engine.stats)."""
-    from corert.engine.stats import watch
+    (corert.frontend.stats); on a terminal every frame replaces the previous one."""
+    from corert.cli.output import tabwriter
+    from corert.frontend.stats import format_json, frames, tables
     p = _Parser(prog="corert stats")
     p.add_argument("-a", "--all", action="store_true", help="all containers (default: running ones)")
     p.add_argument("--no-stream", action="store_true", help="print one frame and exit")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("containers", nargs="*")
     ns = p.parse_args(args)
+    clear = not ns.no_stream and ns.format != "json" and sys.stdout.isatty()
     try:
-        watch(_store(options), ns.containers, all_containers=ns.all, stream=not ns.no_stream, fmt=ns.format)
+        for rows, host_pressure in frames(_store(options), ns.containers, all_containers=ns.all,
+                                          stream=not ns.no_stream):
+            text = (format_json(rows) if ns.format == "json"
+                    else "\n".join(tabwriter(t, minwidth=10) for t in tables(rows, host_pressure)))
+            sys.stdout.write(("\033[2J\033[H" if clear else "") + text)
+            sys.stdout.flush()
     except KeyboardInterrupt:
         pass
     return 0

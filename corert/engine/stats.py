@@ -1,6 +1,6 @@
 """Container statistics as `docker stats` shows them, plus pressure stall information (PSI).
 
-One implementation for `corert stats` and `Container.stats()`: read_stats() returns runc's `events --stats`
+One implementation for `corert stats` (corert.frontend.stats shows it) and `Container.stats()`: read_stats() returns runc's `events --stats`
 data (cpu, memory, pids, blkio, hugetlb), the container's PSI and the host's, and docker's derived numbers:
 
 - cpu_percent: docker's formula over the interval since `previous` (a Reading from the last call):
@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TextIO
 
+from corert.drivers.cgroups._util import CLK_TCK
 from corert.engine.state import ContainerRecord, StateStore, live_status
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 _NS = 1_000_000_000
 LIVE = ("created", "running", "paused")   # the states with a process in the cgroup
 
@@ -48,7 +47,7 @@ def system_cpu() -> tuple[int, int]:
                 break
             fields = line.split()
             if fields[0] == "cpu":
-                total = sum(int(x) for x in fields[1:8]) * _NS // _CLK_TCK
+                total = sum(int(x) for x in fields[1:8]) * _NS // CLK_TCK
             else:
                 cpus += 1
     return total, cpus or (os.cpu_count() or 1)
@@ -140,8 +139,6 @@ def read_stats(store: StateStore, record: ContainerRecord, previous: Reading | N
                host: HostSample | None = None) -> tuple[dict, Reading]:
     """One sample of a container: (the stats dict described in the module doc, the Reading to pass as
     `previous` next time). `host`: the frame's host sample when sampling several containers."""
-    from corert.drivers.cgroups import psi
-
     host = host or HostSample()
     status = live_status(store, record)
     live = status in LIVE
@@ -151,21 +148,23 @@ def read_stats(store: StateStore, record: ContainerRecord, previous: Reading | N
                     "pressure": {}, "host_pressure": host.pressure, "online_cpus": online}
     raw: dict = {}
     if live and record.cgroup:
-        from corert.drivers.cgroups import load_handle
+        from corert.drivers.cgroups import load_handle, psi
         from corert.errors import CorertError
 
+        handle = None
         try:
-            raw = load_handle(record.cgroup).stats()
+            handle = load_handle(record.cgroup)
+            raw = handle.stats()
         except (OSError, CorertError):   # the container exited between the status check and the read
             raw = {}
-        pressure_dir = psi.cgroup_dir(record.cgroup)
+        pressure_dir = handle.pressure_dir() if handle is not None else None
         result["pressure"] = psi.read(pressure_dir) if pressure_dir else {}
     result.update(raw)
     reading = Reading(int(((raw.get("cpu") or {}).get("usage") or {}).get("total", 0)), system_ns, online,
                       _boot_ns())
     if previous is None and live and record.pid_start:
         # No earlier sample: measure from the start of the init (CPU time 0 then; starttime is in ticks).
-        previous = Reading(0, None, online, record.pid_start * _NS // _CLK_TCK)
+        previous = Reading(0, None, online, record.pid_start * _NS // CLK_TCK)
     memory = result["memory"] or {}
     limit = int((memory.get("usage") or {}).get("limit", 0))
     host_mem = host.memory
@@ -186,111 +185,3 @@ def read_stats(store: StateStore, record: ContainerRecord, previous: Reading | N
         "pids_current": int((result["pids"] or {}).get("current", 0)),
     })
     return result, reading
-
-
-# ---- `corert stats`: docker's table (and a PSI table), JSON lines, the refresh loop ----------------------
-
-_BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-_DECIMAL = ("B", "kB", "MB", "GB", "TB", "PB")
-
-
-def _size(value: float, base: float, units: tuple[str, ...], digits: int) -> str:
-    i = 0
-    while value >= base and i < len(units) - 1:
-        value /= base
-        i += 1
-    return f"{value:.{digits}g}{units[i]}"
-
-
-def binary_size(value: float) -> str:
-    """docker's memory sizes: "1.234MiB"."""
-    return _size(value, 1024.0, _BINARY, 4)
-
-
-def decimal_size(value: float) -> str:
-    """docker's network and block I/O sizes: "1.02kB"."""
-    return _size(value, 1000.0, _DECIMAL, 3)
-
-
-def _pair(a: int | None, b: int | None, fmt) -> str:
-    return "--" if a is None or b is None else f"{fmt(a)} / {fmt(b)}"
-
-
-def _psi_cell(pressure: dict, resource: str, kind: str) -> str:
-    entry = (pressure.get(resource) or {}).get(kind)
-    if not entry:
-        return "--"
-    return "/".join(f"{entry.get(k, 0.0):.2f}" for k in ("avg10", "avg60", "avg300"))
-
-
-def format_table(rows: list[dict], host_pressure: dict) -> str:
-    """docker's `stats` table, then the pressure of each container and of the host (avg10/avg60/avg300 %)."""
-    from corert.cli.output import tabwriter
-
-    main = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]]
-    for r in rows:
-        main.append([r["id"][:12], r["name"], f"{r['cpu_percent']:.2f}%",
-                     _pair(r["mem_usage"], r["mem_limit"], binary_size), f"{r['mem_percent']:.2f}%",
-                     _pair(r["net_rx_bytes"], r["net_tx_bytes"], decimal_size),
-                     _pair(r["block_read_bytes"], r["block_write_bytes"], decimal_size), str(r["pids_current"])])
-    kinds = [(res, kind) for res in ("cpu", "memory", "io") for kind in ("some", "full")]
-    header = ["PSI avg10/60/300 %"] + [f"{'MEM' if res == 'memory' else res.upper()} {kind.upper()}"
-                                       for res, kind in kinds]
-    psi_rows = [header] + [[r["name"]] + [_psi_cell(r["pressure"], res, kind) for res, kind in kinds] for r in rows]
-    psi_rows.append(["(host)"] + [_psi_cell(host_pressure, res, kind) for res, kind in kinds])
-    return tabwriter(main, minwidth=10) + "\n" + tabwriter(psi_rows, minwidth=10)
-
-
-def format_json(rows: list[dict]) -> str:
-    """One JSON object per container and line (the dict read_stats returns), as docker's --format json."""
-    import json
-
-    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-
-
-def watch(store: StateStore, refs: list[str], *, all_containers: bool = False, stream: bool = True,
-          fmt: str = "table", interval: float = 1.0, out: TextIO | None = None) -> None:
-    """`corert stats`: sample every container (named ones, else the running managed ones, or all with
-    all_containers), wait `interval`, print a frame with the rates over it; repeat while `stream`.
-    On a terminal every frame replaces the previous one."""
-    import sys
-
-    from corert.frontend.containers import find
-
-    out = out or sys.stdout
-    clear = stream and fmt != "json" and out.isatty()
-    named = [find(store, ref) for ref in refs]   # an unknown name fails before anything is printed
-    previous: dict[str, Reading] = {}
-
-    def records() -> list[ContainerRecord]:
-        if named:
-            return [_reload(store, r) for r in named]
-        found = [r for r in store.list() if r.extra.get("managed")]
-        return found if all_containers else [r for r in found if live_status(store, r) in LIVE]
-
-    host = HostSample()
-    for r in records():
-        previous[r.id] = read_stats(store, r, host=host)[1]
-    while True:
-        time.sleep(interval)
-        host = HostSample()
-        rows = []
-        for r in records():
-            row, previous[r.id] = read_stats(store, r, previous.get(r.id), host)
-            rows.append(row)
-        text = format_json(rows) if fmt == "json" else format_table(rows, host.pressure)
-        out.write(("\033[2J\033[H" if clear else "") + text)
-        out.flush()
-        if not stream:
-            return
-
-
-def _reload(store: StateStore, record: ContainerRecord) -> ContainerRecord:
-    """The record as stored now (a removed container keeps its last record, shown as stopped)."""
-    from corert.errors import ContainerNotFound
-
-    try:
-        return store.load(record.id)
-    except ContainerNotFound:
-        record.status = "stopped"
-        return record

@@ -46,7 +46,6 @@ _NAMES = (
     "CAP_CHECKPOINT_RESTORE",  # 40
 )
 
-CAP_LAST_KNOWN: int = len(_NAMES) - 1
 CAPABILITIES: dict[str, int] = {name: number for number, name in enumerate(_NAMES)}
 CAP_NAMES: dict[int, str] = dict(enumerate(_NAMES))
 ALL_CAPABILITIES: tuple[str, ...] = _NAMES
@@ -65,11 +64,3 @@ def mask_to_caps(mask: int) -> list[str]:
         bit += 1
     return out
 
-
-def host_cap_last_cap() -> int:
-    """The highest capability the running kernel knows (/proc/sys/kernel/cap_last_cap)."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return CAP_LAST_KNOWN

@@ -42,6 +42,7 @@ def test_privileged_caps_follow_the_kernel():
     assert len(got) == min(last, 40) + 1
     assert got[0] == "CAP_CHOWN" and "CAP_SYS_ADMIN" in got
     assert caps.kernel_cap_mask() == (1 << (last + 1)) - 1
+    assert caps.kernel_cap_mask(5) == 0b111111   # a cap_last_cap the caller has read already
 
 
 def test_apply_cap_changes_docker_rules():

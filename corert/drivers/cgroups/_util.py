@@ -10,6 +10,7 @@ from corert.errors import ResourceError
 from .convert import parse_cgroup_mounts, parse_proc_cgroup
 
 SIGKILL = 9   # the signal module costs an enum import on the CLI hot path; SIGKILL is 9 everywhere
+CLK_TCK = os.sysconf("SC_CLK_TCK")   # USER_HZ: the unit of cpuacct.stat and of /proc's tick counts
 
 
 def cgroup_mounts() -> list[tuple[str, str, str, frozenset[str]]]:

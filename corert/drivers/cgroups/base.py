@@ -19,7 +19,8 @@ class CgroupHandle(Protocol):
         ...
 
     def into_cgroup_fd(self) -> int:
-        """v2: a new O_PATH|O_DIRECTORY fd for clone3 CLONE_INTO_CGROUP (caller closes it); v1/none: -1."""
+        """A new O_PATH|O_DIRECTORY fd for clone3 CLONE_INTO_CGROUP (caller closes it): v2 its cgroup, v1
+        on a hybrid host its cgroup2 dir (see pressure_dir); -1: none (other v1 hosts, none)."""
         ...
 
     def self_attach_fds(self) -> list[int]:
@@ -51,6 +52,11 @@ class CgroupHandle(Protocol):
 
     def oom_killed(self) -> bool:
         """True when the kernel OOM killer killed a process of this cgroup."""
+        ...
+
+    def pressure_dir(self) -> str | None:
+        """The cgroup2 dir holding the container's <res>.pressure files (see psi.py): v2 its cgroup, v1 its
+        dir in a hybrid host's cgroup2 hierarchy; None: no per-container PSI."""
         ...
 
     def container_mounts(self) -> list[tuple[str, str]]:

@@ -61,6 +61,9 @@ class NoneHandle:
     def oom_killed(self) -> bool:
         return False
 
+    def pressure_dir(self) -> str | None:
+        return None
+
     def container_mounts(self) -> list[tuple[str, str]]:
         return []
 

@@ -3,8 +3,8 @@
 On a pure v2 host the container's cgroup has cpu/memory/io.pressure. On a hybrid host the v1 hierarchies
 own the controllers and the cgroup2 hierarchy (/sys/fs/cgroup/unified) has none, but the kernel still
 accounts pressure per cgroup there. So the v1 driver also makes the container a cgroup in that hierarchy
-(named like its v1 cgroups, joined and removed with them, keyed UNIFIED_KEY in the handle's dirs): its
-only purpose is real per-container PSI. /proc/pressure/* is the host-wide figure.
+(named like its v1 cgroups, joined and removed with them: V1Handle.unified): its only purpose is real
+per-container PSI. CgroupHandle.pressure_dir() names the dir to read; /proc/pressure/* is the host-wide figure.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import os
 from corert.errors import ResourceError
 
 RESOURCES = ("cpu", "memory", "io")
-UNIFIED_KEY = "unified"      # the v1 handle's dirs key; also the dir name under /sys/fs/cgroup in the container
 HOST_DIR = "/proc/pressure"
 
 
@@ -62,34 +61,25 @@ def host() -> dict[str, dict]:
     return read(HOST_DIR, host=True)
 
 
-def cgroup_dir(state: dict | None) -> str | None:
-    """The dir holding a container's pressure files, from its CgroupHandle.state(); None without one."""
-    if not state:
-        return None
-    if state.get("driver") == "v2":
-        return state.get("path")
-    if state.get("driver") == "v1":
-        return (state.get("dirs") or {}).get(UNIFIED_KEY)
-    return None
-
-
-def make_unified(container_id: str, cgroups_path: str | None) -> tuple[str, list[str]] | None:
+def make_unified(container_id: str, cgroups_path: str | None, mounts: list[tuple[str, str, str, frozenset[str]]],
+                 current: dict[str, str]) -> tuple[str, list[str]] | None:
     """Hybrid host: create the container's cgroup in the controller-less cgroup2 hierarchy, placed as the
-    v1 ones are (relative to our current cgroup there). Returns (dir, dirs this call created, for undo),
-    or None when there is no cgroup2 mount, we may not use it, or the dir exists already (PSI is
-    optional: it never fails a create)."""
+    v1 ones are (relative to our current cgroup there). mounts/current: the caller's parse of mountinfo
+    and /proc/self/cgroup (_util.cgroup_mounts/current_cgroups). Returns (dir, dirs this call created,
+    for undo), or None when there is no cgroup2 mount, we may not use it, or the dir exists already (PSI
+    is optional: it never fails a create)."""
     from . import _util as u
     from .convert import host_dir, resolve_cgroups_path
 
-    mounts = [(mp, root) for fstype, mp, root, _ in u.cgroup_mounts() if fstype == "cgroup2"]
-    if not mounts:
+    unified = [(mp, root) for fstype, mp, root, _ in mounts if fstype == "cgroup2"]
+    if not unified:
         return None
-    mountpoint, root = mounts[0]
-    current = u.current_cgroups().get("", "/")
+    mountpoint, root = unified[0]
+    ours = current.get("", "/")
     # Moving a process between cgroup2 cgroups needs write access to cgroup.procs of the common ancestor.
-    if not os.access(os.path.join(host_dir(mountpoint, root, current), "cgroup.procs"), os.W_OK):
+    if not os.access(os.path.join(host_dir(mountpoint, root, ours), "cgroup.procs"), os.W_OK):
         return None
-    target = host_dir(mountpoint, root, resolve_cgroups_path(container_id, cgroups_path, current))
+    target = host_dir(mountpoint, root, resolve_cgroups_path(container_id, cgroups_path, ours))
     try:
         created = u.make_dirs(target)
     except ResourceError:

@@ -13,8 +13,8 @@ from corert.errors import ResourceError
 from . import _util as u
 from .convert import device_rule_v1, host_dir, pids_max_value, resolve_cgroups_path
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _UNLIMITED_V1 = 1 << 62   # the kernel shows "unlimited" as PAGE_COUNTER_MAX * PAGE_SIZE (~9.2e18)
+_LEGACY_UNIFIED_KEY = "unified"   # older saved state: the cgroup2 dir as a fake hierarchy in dirs
 
 
 class _Hierarchy:
@@ -29,11 +29,13 @@ class _Hierarchy:
         self.named = all(c.startswith("name=") for c in controllers)
 
 
-def hierarchies() -> list[_Hierarchy]:
-    """Mounted v1 hierarchies (first mount of each), with our current cgroup in each."""
-    current = u.current_cgroups()
+def hierarchies(mounts: list[tuple[str, str, str, frozenset[str]]] | None = None,
+                current: dict[str, str] | None = None) -> list[_Hierarchy]:
+    """Mounted v1 hierarchies (first mount of each), with our current cgroup in each. mounts/current:
+    u.cgroup_mounts()/u.current_cgroups() when the caller has read them already."""
+    current = u.current_cgroups() if current is None else current
     found: dict[str, _Hierarchy] = {}
-    for fstype, mountpoint, root, controllers in u.cgroup_mounts():
+    for fstype, mountpoint, root, controllers in u.cgroup_mounts() if mounts is None else mounts:
         if fstype != "cgroup" or not controllers:
             continue
         h = _Hierarchy(controllers, mountpoint, root, "/")
@@ -53,7 +55,8 @@ class V1Driver:
     def create(self, container_id: str, cgroups_path: str | None, resources: dict | None) -> "V1Handle":
         resources = resources or {}
         _refuse_unified(resources)
-        hiers = hierarchies()
+        mounts, current = u.cgroup_mounts(), u.current_cgroups()
+        hiers = hierarchies(mounts, current)
         if not any(not h.named for h in hiers):
             raise ResourceError("cgroup v1: no controller hierarchy is mounted")
         dirs: dict[str, str] = {}
@@ -76,12 +79,12 @@ class V1Driver:
                         _init_cpuset(d)
                 dirs[h.key] = target
                 names[h.key] = os.path.basename(h.mountpoint.rstrip("/")) or h.key
-            from .psi import UNIFIED_KEY, make_unified
-            unified = make_unified(container_id, cgroups_path)   # hybrid host: per-container PSI (psi.py)
+            from .psi import make_unified
+            # Hybrid host: the container's cgroup2 dir, for per-container PSI (psi.py).
+            unified = make_unified(container_id, cgroups_path, mounts, current)
             if unified is not None:
-                dirs[UNIFIED_KEY], names[UNIFIED_KEY] = unified[0], UNIFIED_KEY
                 created.extend(unified[1])
-            handle = V1Handle(dirs, names)
+            handle = V1Handle(dirs, names, unified[0] if unified is not None else None)
             handle.apply(resources, update=False)
             return handle
         except OSError as e:   # a read of a cgroup file that vanished or is unreadable
@@ -94,7 +97,10 @@ class V1Driver:
     def load(self, state: dict) -> "V1Handle":
         if state.get("driver") != "v1":
             raise ResourceError(f"cgroup state is for driver {state.get('driver')!r}, not v1")
-        return V1Handle(dict(state["dirs"]), dict(state.get("mounts", {})))
+        dirs, mounts = dict(state["dirs"]), dict(state.get("mounts", {}))
+        legacy = dirs.pop(_LEGACY_UNIFIED_KEY, None)
+        mounts.pop(_LEGACY_UNIFIED_KEY, None)
+        return V1Handle(dirs, mounts, state.get("unified") or legacy)
 
 
 def _refuse_unified(resources: dict) -> None:
@@ -110,11 +116,16 @@ def _init_cpuset(d: str) -> None:
 
 
 class V1Handle:
-    """The container's cgroup: one dir per hierarchy, keyed by the hierarchy's controller list."""
+    """The container's cgroup: one dir per hierarchy, keyed by the hierarchy's controller list; on a hybrid
+    host also `unified`, its dir in the controller-less cgroup2 hierarchy (psi.py), None elsewhere."""
 
-    def __init__(self, dirs: dict[str, str], mounts: dict[str, str]) -> None:
+    def __init__(self, dirs: dict[str, str], mounts: dict[str, str], unified: str | None = None) -> None:
         self.dirs = dirs
         self.mounts = mounts
+        self.unified = unified
+
+    def _all_dirs(self) -> list[str]:
+        return [*self.dirs.values(), self.unified] if self.unified else list(self.dirs.values())
 
     # -- lookup ---------------------------------------------------------------------------------
     def _dir(self, controller: str) -> str | None:
@@ -137,7 +148,7 @@ class V1Handle:
 
     # -- protocol -------------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"driver": "v1", "dirs": dict(self.dirs), "mounts": dict(self.mounts)}
+        return {"driver": "v1", "dirs": dict(self.dirs), "mounts": dict(self.mounts), "unified": self.unified}
 
     def attach(self, pid: int) -> None:
         for key, d in self.dirs.items():
@@ -147,30 +158,28 @@ class V1Handle:
                 if key.startswith("name="):
                     continue
                 raise
+        if self.unified:
+            u.write(os.path.join(self.unified, "cgroup.procs"), str(pid), f"cgroup attach of pid {pid}")
 
     def into_cgroup_fd(self) -> int:
         """The hybrid host's cgroup2 dir (kept for per-container PSI, see psi.py), joined by clone3."""
-        from .psi import UNIFIED_KEY
-
-        unified = self.dirs.get(UNIFIED_KEY)
-        if unified is None:
+        if self.unified is None:
             return -1
         try:
-            return os.open(unified, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            return os.open(self.unified, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
-            raise ResourceError(f"cgroup: cannot open {unified}: {e.strerror}") from None
+            raise ResourceError(f"cgroup: cannot open {self.unified}: {e.strerror}") from None
+
+    def pressure_dir(self) -> str | None:
+        return self.unified
 
     def self_attach_fds(self) -> list[int]:
         """`tasks` of every v1 dir, opened here for the new child to write "0" to (the fast path's
         cgroup step): a thread moving itself needs no global lock, a pid written by the parent does
         (and waits for an RCU grace period, ~10 ms). Named hierarchies we cannot write are skipped."""
-        from .psi import UNIFIED_KEY
-
         fds: list[int] = []
         try:
             for key, d in self.dirs.items():
-                if key == UNIFIED_KEY:
-                    continue   # cgroup2 has no `tasks`: joined through into_cgroup_fd()
                 try:
                     fds.append(os.open(os.path.join(d, "tasks"), os.O_WRONLY | os.O_CLOEXEC))
                 except OSError as e:
@@ -188,7 +197,7 @@ class V1Handle:
 
     def pids(self) -> list[int]:
         found: set[int] = set()
-        for d in self.dirs.values():
+        for d in self._all_dirs():
             found |= u.procs(d)
         return sorted(found)
 
@@ -245,17 +254,15 @@ class V1Handle:
         return u.read_kv(os.path.join(d, "memory.oom_control")).get("oom_kill", 0) > 0
 
     def container_mounts(self) -> list[tuple[str, str]]:
-        from .psi import UNIFIED_KEY
-
-        # The hybrid host's cgroup2 dir only serves the host's view of the container's PSI; runc shows a
-        # container no cgroup2 mount on such a host, and neither does corert.
-        return [(d, self.mounts.get(key, key)) for key, d in self.dirs.items() if key != UNIFIED_KEY]
+        # Not `unified`: it only serves the host's view of the container's PSI; runc shows a container no
+        # cgroup2 mount on a hybrid host, and neither does corert.
+        return [(d, self.mounts.get(key, key)) for key, d in self.dirs.items()]
 
     def destroy(self) -> None:
         # The usual case (the init has exited, no child cgroups) is one rmdir per hierarchy; the kernel
         # refuses a busy one (EBUSY), and only then are processes killed and the tree walked.
         busy = False
-        for d in self.dirs.values():
+        for d in self._all_dirs():
             try:
                 os.rmdir(d)
             except FileNotFoundError:
@@ -265,7 +272,7 @@ class V1Handle:
         if not busy:
             return
         u.kill_until_empty(self)
-        for d in self.dirs.values():
+        for d in self._all_dirs():
             u.rmdir_tree(d)
 
     # -- resources ------------------------------------------------------------------------------
@@ -451,8 +458,8 @@ class V1Handle:
                 usage["user"] = u.read_int(os.path.join(acct, "cpuacct.usage_user"))
             else:
                 ticks = u.read_kv(os.path.join(acct, "cpuacct.stat"))
-                usage["kernel"] = ticks.get("system", 0) * 1_000_000_000 // _CLK_TCK
-                usage["user"] = ticks.get("user", 0) * 1_000_000_000 // _CLK_TCK
+                usage["kernel"] = ticks.get("system", 0) * 1_000_000_000 // u.CLK_TCK
+                usage["user"] = ticks.get("user", 0) * 1_000_000_000 // u.CLK_TCK
         throttling = {"periods": 0, "throttled_periods": 0, "throttled_time": 0}
         cpu = self._dir("cpu")
         if cpu:

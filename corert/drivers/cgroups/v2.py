@@ -207,6 +207,9 @@ class V2Handle:
     def oom_killed(self) -> bool:
         return u.read_kv(self._f("memory.events")).get("oom_kill", 0) > 0
 
+    def pressure_dir(self) -> str | None:
+        return self.path
+
     def container_mounts(self) -> list[tuple[str, str]]:
         return [(self.path, "")]
 

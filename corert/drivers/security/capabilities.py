@@ -54,10 +54,10 @@ def kernel_cap_last_cap() -> int:
         return max(CAPABILITIES.values())
 
 
-def kernel_cap_mask() -> int:
+def kernel_cap_mask(last: int | None = None) -> int:
     """All capability bits the running kernel accepts: capset/PR_CAPBSET_DROP refuse bits beyond cap_last_cap,
-    so masks handed to the fast path should be ANDed with this."""
-    return (1 << (kernel_cap_last_cap() + 1)) - 1
+    so masks handed to the fast path should be ANDed with this. last: kernel_cap_last_cap() if already read."""
+    return (1 << ((kernel_cap_last_cap() if last is None else last) + 1)) - 1
 
 
 def privileged_caps() -> list[str]:

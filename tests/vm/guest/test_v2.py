@@ -283,7 +283,7 @@ def test_corert_control_verbs(corert, bundle) -> None:
 
 def test_stats_pressure_comes_from_the_container_cgroup(corert, bundle) -> None:
     """corert stats (corert.engine.stats) on pure v2: the PSI is the container cgroup's own *.pressure."""
-    from corert.drivers.cgroups import psi
+    from corert.drivers.cgroups import load_handle, psi
     from corert.engine.state import StateStore
     from corert.engine.stats import read_stats
 
@@ -297,7 +297,7 @@ def test_stats_pressure_comes_from_the_container_cgroup(corert, bundle) -> None:
     record = store.load("vmpsi")
     d = Path(record.cgroup["path"])
     try:
-        assert d.name == "corert-vmpsi" and psi.cgroup_dir(record.cgroup) == str(d)
+        assert d.name == "corert-vmpsi" and load_handle(record.cgroup).pressure_dir() == str(d)
         assert wait_until(lambda: read(d / "pids.current") == str(loops + 1))
         assert wait_until(lambda: psi.read(str(d))["cpu"]["some"]["total"] > 0)
         stats, _ = read_stats(store, record)
