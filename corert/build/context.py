@@ -95,7 +95,7 @@ class BuildContext:
                 st = os.lstat(os.path.join(dirpath, name))
                 is_dir = stat.S_ISDIR(st.st_mode)
                 if self.ignore.excluded(rel):
-                    if is_dir and self.ignore.may_include_below(rel):
+                    if is_dir and self.ignore.may_include_below():
                         keep_dirs.append(name)   # a `!` rule may re-include something below it
                     continue
                 out.append(Entry(rel, below, st))
@@ -134,12 +134,5 @@ class BuildContext:
 
 
 def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    finally:
-        os.close(fd)
-    return h.hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

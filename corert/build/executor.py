@@ -16,13 +16,19 @@ import posixpath
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Callable, TextIO, TypeVar
 
 from corert.build.cache import BuildCache, cache_key
 from corert.build.context import BuildContext
 from corert.build.parser import Instruction, parse
 from corert.build.words import expand, split_words
 from corert.errors import CorertError, ImageError, UsageError
+
+if TYPE_CHECKING:
+    from corert.build.layer import DiffWriter
+    from corert.drivers.storage.base import LayerView
+
+_T = TypeVar("_T")
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 CONTAINERFILES = ("Containerfile", "Dockerfile")
@@ -265,17 +271,18 @@ class _Builder:
         path = posixpath.normpath(posixpath.join(current, path))
         config = {**json.loads(json.dumps(stage.config)), "WorkingDir": path}
 
-        def make():
-            from corert.build.layer import DiffWriter
+        def fill(writer: DiffWriter) -> bool:
+            """Whether the step has a layer: docker creates a missing WORKDIR."""
+            target = writer.resolve(path)
+            if writer.is_dir(target):
+                return False
+            writer.ensure_dir(target, (0, 0))
+            return True
 
-            layers = self.images.layer_dirs(stage.image) if stage.image is not None else []
+        def make():
             with self.images.staging() as diff:
-                writer = DiffWriter(diff, layers, rootless=self.images.rootless)
-                target = writer.resolve(path)
-                if writer.is_dir(target):
-                    return self._commit(stage, config, f"WORKDIR {path}")
-                writer.ensure_dir(target, (0, 0))   # docker creates a missing WORKDIR
-                return self._commit(stage, config, f"WORKDIR {path}", diff)
+                made = self._write_diff(stage, diff, fill)
+                return self._commit(stage, config, f"WORKDIR {path}", diff if made else None)
 
         self._cached_or(stage, f"WORKDIR {path}", "", make)
 
@@ -301,33 +308,32 @@ class _Builder:
         content = self.context.digest(sources)
         text = f"{ins.keyword} {json.dumps([s.rel for s in sources])} {dest} chown={chown} chmod={chmod}"
 
-        def make():
-            from corert.build.layer import DiffWriter, is_archive
+        def fill(writer: DiffWriter) -> None:
+            from corert.build.layer import is_archive
 
-            layers = self.images.layer_dirs(stage.image) if stage.image is not None else []
+            owner = _owner(chown, writer.view) if chown else (0, 0)
+            plain = []
+            for source in sources:
+                if ins.keyword == "ADD" and not source.is_dir and is_archive(self.context.path(source.rel)):
+                    writer.unpack(self.context.path(source.rel), dest, owner)
+                else:
+                    plain.append(source)
+            if plain:
+                writer.copy(self.context, plain, dest, owner=owner, mode=mode)
+
+        def make():
             with self.images.staging() as diff:
-                writer = DiffWriter(diff, layers, rootless=self.images.rootless)
-                owner = self._owner(chown, layers) if chown else (0, 0)
-                plain = []
-                for source in sources:
-                    if ins.keyword == "ADD" and not source.is_dir and is_archive(self.context.path(source.rel)):
-                        writer.unpack(self.context.path(source.rel), dest, owner)
-                    else:
-                        plain.append(source)
-                if plain:
-                    writer.copy(self.context, plain, dest, owner=owner, mode=mode)
+                self._write_diff(stage, diff, fill)
                 return self._commit(stage, stage.config, f"{ins.keyword} sha256:{content} in {dest}", diff)
 
         self._cached_or(stage, text, content, make)
 
-    def _owner(self, spec: str, layers: list[Path]) -> tuple[int, int]:
-        """--chown=USER[:GROUP], names looked up in the image's /etc/passwd and /etc/group."""
-        from corert.drivers.storage.base import LayerView
-        from corert.frontend.config import resolve_user
+    def _write_diff(self, stage: _Stage, diff: Path, fill: Callable[[DiffWriter], _T]) -> _T:
+        """fill(a DiffWriter of `diff` over the stage's layers); rootless in one user-namespace child."""
+        from corert.build.layer import write_diff
 
-        host = LayerView(layers).lookup("etc/passwd") if layers else None
-        root = Path(host).parent.parent if host else Path("/nonexistent")
-        return resolve_user(spec, root)
+        layers = self.images.layer_dirs(stage.image) if stage.image is not None else []
+        return write_diff(diff, layers, fill, rootless=self.images.rootless)
 
     # ---- RUN -----------------------------------------------------------------------------------------------
     def _run(self, ins: Instruction, stage: _Stage, argv: list[str], arg_env: list[str]):
@@ -356,6 +362,18 @@ class _Builder:
             return commit(record, None, created_by=f"RUN {' '.join(argv)}")
         finally:
             discard(self.state_store, record)
+
+
+def _owner(spec: str, view: LayerView) -> tuple[int, int]:
+    """--chown=USER[:GROUP], names looked up in the image's /etc/passwd and /etc/group: each in the layer
+    that holds it (a later `RUN addgroup` may have changed only /etc/group)."""
+    from corert.frontend.config import resolve_user
+
+    def root_of(rel: str) -> Path:
+        host = view.lookup(rel)
+        return Path(host).parent.parent if host else Path("/nonexistent")
+
+    return resolve_user(spec, root_of("etc/passwd"), group_rootfs=root_of("etc/group"))
 
 
 def _pairs(ins: Instruction, env: dict[str, str]) -> list[tuple[str, str]]:

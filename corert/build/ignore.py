@@ -51,14 +51,11 @@ class IgnoreMatcher:
         prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
         result = False
         for exclude, regex in self.rules:
-            if exclude:
-                if any(regex.fullmatch(p) for p in prefixes):
-                    result = True
-            elif regex.fullmatch(rel) or any(regex.fullmatch(p) for p in prefixes):
-                result = False
+            if any(regex.fullmatch(p) for p in prefixes):   # the last prefix is rel itself
+                result = exclude
         return result
 
-    def may_include_below(self, rel: str) -> bool:
+    def may_include_below(self) -> bool:
         """Whether an excluded directory could still have re-included entries (a `!` rule below it):
         the walk must then descend instead of skipping the whole directory."""
         return any(not exclude for exclude, _ in self.rules)

@@ -6,9 +6,9 @@ as docker does. Existing parent directories are recreated in the diff with the i
 overlay merges them with the lower ones); missing ones are made 0755 root-owned (or --chown's owner).
 Copied entries are owned by root (or --chown), keep their mode (or take --chmod) and mtime.
 
-A rootless store's layers hold files of the user's subordinate ids (what a RUN gave to www-data): the image's
-entries are looked up inside the user namespace (corert.rootless.as_userns_root), where they are readable
-and show their container owners.
+A rootless store's layers hold files of the user's subordinate ids (what a RUN gave to www-data), and an ADD
+of a tar gives such ids to what it unpacks: a whole step's diff is written in one child inside the user
+namespace (write_diff), where those files are readable and writable and show their container owners.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import os
 import posixpath
 import stat
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple, TypeVar
 
 from corert.build.context import BuildContext, Entry, Source
 from corert.drivers.storage.base import LayerView
@@ -25,6 +25,7 @@ from corert.errors import UsageError
 from corert.images import layout
 
 _MAX_LINKS = 40   # symlinks followed while resolving one destination (the kernel's own limit)
+_T = TypeVar("_T")
 
 
 class _Lower(NamedTuple):
@@ -52,13 +53,34 @@ def _image_entry(view: LayerView, rel: str, rootless: bool) -> _Lower | None:
     return _Lower(st, owner, os.readlink(host) if stat.S_ISLNK(st.st_mode) else None)
 
 
+def write_diff(diff_dir: Path, layers: list[Path], fill: Callable[[DiffWriter], _T], *, rootless: bool) -> _T:
+    """fill(a DiffWriter of diff_dir over `layers`), for a rootless store with subordinate ids in one forked
+    child inside the user namespace (its value or exception comes back pickled): every read and write of
+    the step is done there, so none meets a file of a subordinate id it cannot read or write."""
+    if rootless:
+        from corert.rootless import full_id_maps, run_in_userns
+
+        maps = full_id_maps()
+        if maps is not None:
+            return run_in_userns(maps, _fill, diff_dir, layers, fill, True, True)
+    return _fill(diff_dir, layers, fill, rootless, False)
+
+
+def _fill(diff_dir: Path, layers: list[Path], fill: Callable[[DiffWriter], _T], rootless: bool,
+          in_userns: bool) -> _T:
+    return fill(DiffWriter(diff_dir, layers, rootless=rootless, in_userns=in_userns))
+
+
 class DiffWriter:
-    def __init__(self, diff_dir: Path, layers: list[Path], *, rootless: bool) -> None:
+    """Writes one step's diff dir; rootless with subordinate ids, only inside the user namespace (write_diff)."""
+
+    def __init__(self, diff_dir: Path, layers: list[Path], *, rootless: bool, in_userns: bool = False) -> None:
         self.diff = str(diff_dir)
         self.view = LayerView(layers)
         self.rootless = rootless
+        self.in_userns = in_userns   # root of the user namespace with the full map: chown to mapped ids works
         self.copier = LayerCopier(rootless)   # data copy (reflink when it can)
-        self._entries: dict[str, _Lower | None] = {}   # each lookup may cost a user-namespace helper
+        self._entries: dict[str, _Lower | None] = {}
 
     # ---- resolution in the image -----------------------------------------------------------------------
     def _image(self, rel: str) -> _Lower | None:
@@ -66,11 +88,7 @@ class DiffWriter:
         if not rel:
             return None
         if rel not in self._entries:
-            if self.rootless:
-                from corert.rootless import as_userns_root
-                self._entries[rel] = as_userns_root(_image_entry, self.view, rel, True)
-            else:
-                self._entries[rel] = _image_entry(self.view, rel, False)
+            self._entries[rel] = _image_entry(self.view, rel, self.rootless)
         return self._entries[rel]
 
     def _lstat(self, rel: str) -> os.stat_result | None:
@@ -226,7 +244,7 @@ class DiffWriter:
                      os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             with open_decompressed(Path(archive)) as stream:
-                unpack_layer(stream, fd, rootless=self.rootless)
+                unpack_layer(stream, fd, rootless=self.rootless, in_userns=self.in_userns)
         finally:
             os.close(fd)
 

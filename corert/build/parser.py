@@ -84,10 +84,8 @@ def _logical_lines(text: str, source: str):
     for n, raw in enumerate(lines, 1):
         line = raw.rstrip("\r")
         stripped = line.strip()
-        if stripped.startswith("#") or (not stripped and parts):
+        if not stripped or stripped.startswith("#"):
             continue   # comments and blank lines are skipped, also inside a continuation
-        if not stripped:
-            continue
         if not parts:
             start = n
         if line.rstrip().endswith("\\"):

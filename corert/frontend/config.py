@@ -79,8 +79,9 @@ def _lookup(rows: list[list[str]], name: str, field: int) -> int | None:
     return None
 
 
-def resolve_user(spec: str | None, rootfs: Path) -> tuple[int, int]:
-    """docker's -u: uid[:gid] or name[:group], names looked up in the image."""
+def resolve_user(spec: str | None, rootfs: Path, *, group_rootfs: Path | None = None) -> tuple[int, int]:
+    """docker's -u: uid[:gid] or name[:group], names looked up in the image. group_rootfs: where etc/group
+    is read when not under rootfs (a build looks each file up in the image layer that holds it)."""
     from corert.userdb import group, passwd
 
     if not spec:
@@ -98,7 +99,7 @@ def resolve_user(spec: str | None, rootfs: Path) -> tuple[int, int]:
     if grp.isdigit():
         gid = int(grp)
     elif grp:
-        found = _lookup(group(str(rootfs)), grp, 2)
+        found = _lookup(group(str(group_rootfs or rootfs)), grp, 2)
         if found is None:
             raise UsageError(f"unable to find group {grp}: no matching entries in group file")
         gid = found

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from corert.errors import ImageError
-from corert.fsutil import write_all
+from corert.fsutil import copy_to_fd
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x1f\x8b", "gzip"),
@@ -166,9 +166,5 @@ def _zstd_stream(path: Path, on_raw_read: Callable[[int], None] | None) -> Itera
 def copy_hashing(src: BinaryIO, dst_fd: int, on_read: Callable[[int], None] | None = None) -> tuple[str, int]:
     """Copy a stream into an fd; return (sha256 hex, size)."""
     reader = HashingReader(src, on_read)
-    while True:
-        data = reader.read(CHUNK)
-        if not data:
-            break
-        write_all(dst_fd, data)
+    copy_to_fd(reader, dst_fd, CHUNK)
     return reader.hexdigest(), reader.count

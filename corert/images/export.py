@@ -10,17 +10,37 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
+from typing import NamedTuple
 
 from corert.errors import ImageError
 from corert.images import layout
 
 
-def _manifest(config_hex: str, config_size: int, layers: list[tuple[Path, str, str, int]]) -> bytes:
+class LayerBlob(NamedTuple):
+    path: Path          # the blob in the store
+    hex: str            # its sha256
+    media_type: str
+    size: int
+
+
+class OciParts(NamedTuple):
+    """What an image's OCI manifest names, every blob checked present in the store (ImageStore.oci_parts)."""
+    config_path: Path
+    config_hex: str     # the image id
+    config_size: int
+    layers: list[LayerBlob]   # bottom first
+    names: list[str]
+
+
+def manifest(parts: OciParts) -> bytes:
+    """The image's OCI manifest, byte for byte what export and push write (its digest names the image)."""
     doc = {
         "schemaVersion": 2,
         "mediaType": layout.MANIFEST_MEDIA_TYPE,
-        "config": {"mediaType": layout.CONFIG_MEDIA_TYPE, "digest": f"sha256:{config_hex}", "size": config_size},
-        "layers": [{"mediaType": mt, "digest": f"sha256:{h}", "size": size} for _, h, mt, size in layers],
+        "config": {"mediaType": layout.CONFIG_MEDIA_TYPE, "digest": f"sha256:{parts.config_hex}",
+                   "size": parts.config_size},
+        "layers": [{"mediaType": lay.media_type, "digest": f"sha256:{lay.hex}", "size": lay.size}
+                   for lay in parts.layers],
     }
     return json.dumps(doc, indent=2, sort_keys=True).encode()
 
@@ -38,28 +58,21 @@ def _index(manifest_hex: str, manifest_size: int, names: list[str]) -> bytes:
     return json.dumps(doc, indent=2, sort_keys=True).encode()
 
 
-def write_oci_layout(dest: Path, config_path: Path, config_hex: str, layers: list[tuple[Path, str, str, int]],
-                     names: list[str]) -> None:
-    """layers: (blob path, blob hex, media type, blob size), bottom first."""
+def write_oci_layout(dest: Path, parts: OciParts) -> None:
+    """The image as an OCI image layout: a directory, or a tar file when dest ends in .tar."""
     import hashlib
 
-    try:
-        config = config_path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"image {config_hex[:12]}: config blob missing from the store") from None
-    for path, h, _, _ in layers:
-        if not path.is_file():
-            raise ImageError(f"image {config_hex[:12]}: layer blob sha256:{h} missing from the store")
-    manifest = _manifest(config_hex, len(config), layers)
-    manifest_hex = hashlib.sha256(manifest).hexdigest()
-    index = _index(manifest_hex, len(manifest), names)
+    config = parts.config_path.read_bytes()
+    data = manifest(parts)
+    manifest_hex = hashlib.sha256(data).hexdigest()
+    index = _index(manifest_hex, len(data), parts.names)
     small = {
         "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
         "index.json": index,
-        f"blobs/sha256/{manifest_hex}": manifest,
-        f"blobs/sha256/{config_hex}": config,
+        f"blobs/sha256/{manifest_hex}": data,
+        f"blobs/sha256/{parts.config_hex}": config,
     }
-    big = {f"blobs/sha256/{h}": path for path, h, _, _ in layers}
+    big = {f"blobs/sha256/{lay.hex}": lay.path for lay in parts.layers}
     if dest.suffix == ".tar":
         _write_tar(dest, small, big)
     else:

@@ -89,13 +89,10 @@ class Staging:
 
     def adopt(self, path: Path) -> StagedBlob:
         """Take a file already written inside staging as a blob (hashing it), without copying it."""
-        h = hashlib.sha256()
-        size = 0
         with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-        return StagedBlob(h.hexdigest(), size, path, False)
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            size = f.tell()   # what was hashed, read to EOF
+        return StagedBlob(digest, size, path, False)
 
     def put_bytes(self, data: bytes) -> StagedBlob:
         import io

@@ -101,9 +101,10 @@ class TransferProgress(_Bars):
             if self.tty and self._due():
                 self._draw()
 
-    def reset(self, key: str, done: int = 0) -> None:
+    def reset(self, key: str) -> None:
+        """Nothing of `key` done yet: its download starts over."""
         with self._lock:
-            self._rows[key][1] = done
+            self._rows[key][1] = 0
 
     def finish(self, key: str, label: str, status: str) -> None:
         with self._lock:

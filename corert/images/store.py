@@ -18,11 +18,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from corert.errors import ImageError
 from corert.images import layout
 from corert.images.layout import DEFAULT_IMAGE, default_store_root
+from corert.rootless import remove_tree   # rootless: layers hold files of subordinate ids
+
+if TYPE_CHECKING:
+    from corert.images.export import OciParts
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -127,7 +131,6 @@ class ImageStore:
     # ---- housekeeping ------------------------------------------------------------------------------------
     def _clean_tmp(self) -> None:
         """Remove staging dirs left by processes that died mid-import."""
-        from corert.rootless import remove_tree  # rootless: layers hold files of subordinate ids
 
         try:
             entries = os.listdir(self._tmp)
@@ -164,7 +167,6 @@ class ImageStore:
     def staging(self) -> Iterator[Path]:
         """A fresh dir under tmp/ (<pid>-<token>: a crash leaves it for the next open to remove)."""
         from corert.images.formats import new_tmp_name
-        from corert.rootless import remove_tree  # rootless: layers hold files of subordinate ids
 
         path = self._tmp / new_tmp_name()
         path.mkdir(mode=0o700, parents=True)
@@ -278,7 +280,6 @@ class ImageStore:
         """Unpack the staged layers, move files into place, then record everything in one transaction."""
         import hashlib
 
-        from corert.rootless import remove_tree  # rootless: layers hold files of subordinate ids
 
         self.last_notes = []
         config_bytes = source.config_bytes
@@ -340,7 +341,6 @@ class ImageStore:
                            new_dirs: list[Path]) -> int:
         from corert.images.compression import HashingReader, open_decompressed
         from corert.images.progress import Progress
-        from corert.rootless import remove_tree  # rootless: layers hold files of subordinate ids
         from corert.images.unpack import unpack_layer
 
         work = staging.new_path("layer")
@@ -428,7 +428,6 @@ class ImageStore:
             self._gc_locked()
 
     def _gc_locked(self) -> None:
-        from corert.rootless import remove_tree  # rootless: layers hold files of subordinate ids
 
         with self._txn():
             dead = [r[0] for r in self.db.execute(
@@ -496,18 +495,31 @@ class ImageStore:
             out.append(SourceLayer(StagedBlob(blob_hex, size, layout.blob_path(self.root, blob_hex), True), media_type))
         return out
 
-    def export_oci(self, ref: str, dest: Path) -> None:
-        """Write the image as an OCI image layout: a directory, or a tar file when dest ends in .tar."""
-        from corert.images.export import write_oci_layout
+    def oci_parts(self, ref: str) -> OciParts:
+        """The blobs an OCI manifest of the image names (export and push), each checked present."""
+        from corert.images.export import LayerBlob, OciParts
 
         img = self.get(ref)
+        config_path = layout.blob_path(self.root, img.id)
+        try:
+            config_size = config_path.stat().st_size
+        except FileNotFoundError:
+            raise ImageError(f"image {img.short_id}: config blob missing from the store") from None
         layers = []
         for chain in img.layers:
             blob_hex, media_type, size = self.db.execute(
                 "SELECT blob, media_type, blob_size FROM layers WHERE chain_id=?", (chain,)).fetchone()
-            layers.append((layout.blob_path(self.root, blob_hex), blob_hex, media_type, size))
-        config_path = layout.blob_path(self.root, img.id)
-        write_oci_layout(Path(dest), config_path, img.id, layers, img.names)
+            path = layout.blob_path(self.root, blob_hex)
+            if not path.is_file():
+                raise ImageError(f"image {img.short_id}: layer blob sha256:{blob_hex} missing from the store")
+            layers.append(LayerBlob(path, blob_hex, media_type, size))
+        return OciParts(config_path, img.id, config_size, layers, img.names)
+
+    def export_oci(self, ref: str, dest: Path) -> None:
+        """Write the image as an OCI image layout: a directory, or a tar file when dest ends in .tar."""
+        from corert.images.export import write_oci_layout
+
+        write_oci_layout(Path(dest), self.oci_parts(ref))
 
     # ---- default image -----------------------------------------------------------------------------------
     def ensure_default(self) -> Image:

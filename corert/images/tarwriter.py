@@ -17,48 +17,35 @@ from corert.images import layout
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def write_layer_tar(src: os.PathLike | str, out: BinaryIO, *, overlay_form: bool, rootless: bool,
-                    notes: list[str] | None = None) -> None:
-    """Write the tree under `src` (not the root entry itself) as a PAX tar to `out`.
+def write_layer_tar(src: os.PathLike | str, out: BinaryIO, *, overlay_form: bool, rootless: bool) -> None:
+    """Write the tree under `src` (not the root entry itself) as a PAX tar to `out`, a regular file (a
+    user-namespace child may write through its fd). Sockets are left out, as docker does.
 
     overlay_form: char devices 0:0 become `.wh.NAME`, an opaque xattr becomes `DIR/.wh..wh..opq`.
     rootless: files owned by the current user are recorded as root (they are root in the container's
-    user namespace), or as the owner recorded in `user.corert.owner`.
+    user namespace), or as the owner recorded in `user.corert.owner` (a malformed record is ignored).
     """
-    if overlay_form and rootless and os.geteuid() != 0:
+    if overlay_form and rootless:
         from corert.rootless import full_id_maps, run_in_userns
 
         maps = full_id_maps()
-        fileno = _fileno(out)
-        if maps is not None and fileno is not None:
+        if maps is not None:
             # A store tree (upper dir, layer) of a user with subordinate ids: files of the image's other
             # owners are readable, and show their container ids, only inside the user namespace.
             out.flush()
-            got = run_in_userns(maps, _write_to_fd, os.fspath(src), fileno, overlay_form)
+            run_in_userns(maps, _write_to_fd, os.fspath(src), out.fileno(), overlay_form)
             out.seek(0, os.SEEK_END)   # the child wrote through the shared file offset
-            if notes is not None:
-                notes.extend(got)
             return
-    _write_layer_tar(src, out, overlay_form=overlay_form, rootless=rootless, notes=notes)
+    _write_layer_tar(src, out, overlay_form=overlay_form, rootless=rootless)
 
 
-def _fileno(out: BinaryIO) -> int | None:
-    try:
-        return out.fileno() if out.seekable() else None
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _write_to_fd(src: str, fd: int, overlay_form: bool) -> list[str]:
-    notes: list[str] = []
+def _write_to_fd(src: str, fd: int, overlay_form: bool) -> None:
     with os.fdopen(os.dup(fd), "wb") as f:
-        _write_layer_tar(src, f, overlay_form=overlay_form, rootless=True, notes=notes)
-    return notes
+        _write_layer_tar(src, f, overlay_form=overlay_form, rootless=True)
 
 
-def _write_layer_tar(src: os.PathLike | str, out: BinaryIO, *, overlay_form: bool, rootless: bool,
-                     notes: list[str] | None) -> None:
-    w = _Writer(out, overlay_form=overlay_form, rootless=rootless, notes=notes if notes is not None else [])
+def _write_layer_tar(src: os.PathLike | str, out: BinaryIO, *, overlay_form: bool, rootless: bool) -> None:
+    w = _Writer(out, overlay_form=overlay_form, rootless=rootless)
     root_fd = os.open(os.fspath(src), _DIR_FLAGS)
     try:
         if overlay_form and layout.is_opaque_dir(root_fd):
@@ -70,11 +57,10 @@ def _write_layer_tar(src: os.PathLike | str, out: BinaryIO, *, overlay_form: boo
 
 
 class _Writer:
-    def __init__(self, out: BinaryIO, *, overlay_form: bool, rootless: bool, notes: list[str]) -> None:
+    def __init__(self, out: BinaryIO, *, overlay_form: bool, rootless: bool) -> None:
         self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
         self.overlay_form = overlay_form
         self.rootless = rootless
-        self.notes = notes
         self.inodes: dict[tuple[int, int], str] = {}
 
     def walk(self, dfd: int, prefix: str) -> None:
@@ -109,8 +95,7 @@ class _Writer:
                 self.tar.addfile(info)
             elif stat.S_ISFIFO(st.st_mode):
                 self.tar.addfile(self._info(path, st, tarfile.FIFOTYPE, None))
-            else:
-                self.notes.append(f"skipped socket {path!r}")
+            # else a socket: not image content
 
     def add_marker(self, path: str) -> None:
         info = tarfile.TarInfo(path)
@@ -151,8 +136,7 @@ class _Writer:
             recorded = xattrs.get(layout.OWNER_XATTR)
             try:
                 info.uid, info.gid, info.mode = layout.stored_owner(st, recorded)
-            except ValueError:
-                self.notes.append(f"ignored malformed {layout.OWNER_XATTR} on {path!r}")
+            except ValueError:   # a malformed record: the file's own owner and mode
                 info.uid, info.gid, info.mode = layout.stored_owner(st, None)
         info.pax_headers = {
             "SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape")

@@ -43,16 +43,28 @@ def split_path(name: str) -> list[str]:
     return parts
 
 
-def unpack_layer(stream: BinaryIO, dest_fd: int, *, rootless: bool) -> UnpackResult:
-    """Unpack the uncompressed tar `stream` into the directory open as `dest_fd` (normally empty)."""
-    if rootless:
+def unpack_layer(stream: BinaryIO, dest_fd: int, *, rootless: bool, in_userns: bool = False) -> UnpackResult:
+    """Unpack the uncompressed tar `stream` into the directory open as `dest_fd` (normally empty).
+
+    in_userns: the caller already runs as root of the user namespace with the full map (a build step's
+    diff writer): owners are stored by chown right here, with no child of its own."""
+    if rootless and not in_userns:
         from corert.rootless import full_id_maps, run_in_userns
 
         maps = full_id_maps()
         if maps is not None:
             # the parent keeps reading `stream` (the caller hashes it) and feeds the child through a pipe
-            return run_in_userns(maps, _unpack, dest_fd, True, True, feed=stream)
-    return _unpack(stream, dest_fd, rootless, False)
+            return run_in_userns(maps, _unpack_fed, dest_fd, feed=stream)
+    return _unpack(stream, dest_fd, rootless, in_userns)
+
+
+def _unpack_fed(pipe: BinaryIO, dest_fd: int) -> UnpackResult:
+    result = _unpack(pipe, dest_fd, True, True)
+    # Read the rest of the pipe (tar padding, trailing blocks) before the result goes back: a result bigger
+    # than the result pipe's buffer would block us while the parent still blocks feeding a pipe we left.
+    while pipe.read(1 << 20):
+        pass
+    return result
 
 
 def _unpack(stream: BinaryIO, dest_fd: int, rootless: bool, mapped: bool) -> UnpackResult:
@@ -76,9 +88,6 @@ def _unpack(stream: BinaryIO, dest_fd: int, rootless: bool, mapped: bool) -> Unp
         u.finish()
     finally:
         u.close()
-    if mapped:
-        while stream.read(1 << 20):
-            pass   # the rest of the pipe (tar padding): the feeding parent then ends without EPIPE
     return u.result
 
 

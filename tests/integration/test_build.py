@@ -201,3 +201,17 @@ def test_bad_tag_and_missing_containerfile(front, tmp_path):
     r = front("build", "-f", str(ctx / "Dockerfile"), "-t", "ok:1", str(ctx))
     assert r.returncode == 0, r.stderr
     front.assert_clean()
+
+
+def test_copy_chown_group_from_a_later_layer(front, tmp_path):
+    """--chown's user and group are each looked up in the layer that holds their file: the RUN's layer has
+    only /etc/group (the base image's /etc/passwd is below it)."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "owned.txt").write_text("mine\n")
+    (ctx / "Containerfile").write_text("FROM busybox\nRUN echo app:x:4321: >> /etc/group\n"
+                                       "COPY --chown=nobody:app owned.txt /owned.txt\n")
+    build(front, ctx)
+    out = front.ok("run", "--rm", "built:1", "stat", "-c", "%u:%g", "/owned.txt")
+    assert out == "65534:4321\n"
+    front.assert_clean()

@@ -72,3 +72,37 @@ def test_vfs_commit_keeps_owner(clean_user):
         assert r.returncode == 0, r.stderr
         assert r.stdout.splitlines() == EXPECTED, storage
     assert as_user(clean_user, "image", "rm", "mapped-commit").returncode == 0
+
+
+def test_build_add_writes_into_an_unpacked_dir_of_another_owner(clean_user, context):
+    """One ADD that unpacks a tar giving /d/x to uid 1000 and then copies a context dir into /d: the copy
+    writes into /d/x (on the host: a subordinate id's dir) and replaces the tar's /d/x/f, in the same step.
+    (The WORKDIR before it makes its dir in the user namespace too.)"""
+    import io
+    import tarfile
+
+    with tarfile.open(context / "app.tar", "w") as tf:
+        for name, data in (("x/", None), ("x/f", b"from tar\n"), ("x/keep", b"kept\n")):
+            info = tarfile.TarInfo(name)
+            info.uid = info.gid = 1000
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tf.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o644
+                tf.addfile(info, io.BytesIO(data))
+    (context / "tree" / "x").mkdir(parents=True)
+    (context / "tree" / "x" / "f").write_text("from context\n")
+    (context / "tree" / "x" / "extra").write_text("extra\n")
+    (context / "Containerfile").write_text("FROM busybox\nWORKDIR /w\nADD app.tar tree /d/\n")
+    for path in [context / "tree", context / "tree" / "x"]:
+        os.chmod(path, 0o755)
+    for path in [context / "app.tar", context / "Containerfile", *(context / "tree" / "x").iterdir()]:
+        os.chmod(path, 0o644)
+    r = as_user(clean_user, "build", "--no-cache", "-t", "mapped-add", str(context), timeout=300)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    r = as_user(clean_user, "run", "--rm", "mapped-add", "sh", "-c",
+                "pwd; stat -c '%u:%g %n' /d/x/keep /d/x/f /d/x/extra; cat /d/x/f")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["/w", "1000:1000 /d/x/keep", "0:0 /d/x/f", "0:0 /d/x/extra", "from context"]
+    assert as_user(clean_user, "image", "rm", "mapped-add").returncode == 0

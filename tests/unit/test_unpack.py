@@ -232,9 +232,8 @@ def test_tarwriter_restores_oci_whiteouts_and_owner(area, tmp_path):
         ("file", "x", {"xattrs": {"user.note": b"\x00\xffbin"}}),
     ])
     unpack(original, layer, rootless=True)
-    out = io.BytesIO()
-    write_layer_tar(layer, out, overlay_form=True, rootless=True)
-    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tf:
+    out = _layer_tar(layer, tmp_path / "out.tar")
+    with tarfile.open(fileobj=io.BytesIO(out)) as tf:
         members = {m.name: m for m in tf.getmembers()}
     assert "etc/.wh.gone" in members and members["etc/.wh.gone"].isreg()
     assert "opq/.wh..wh..opq" in members
@@ -247,14 +246,20 @@ def test_tarwriter_restores_oci_whiteouts_and_owner(area, tmp_path):
     assert not any(k.startswith("SCHILY.xattr.user.corert") or "overlay" in k
                    for m in members.values() for k in m.pax_headers)
     # deterministic: the same tree gives the same bytes
-    again = io.BytesIO()
-    write_layer_tar(layer, again, overlay_form=True, rootless=True)
-    assert again.getvalue() == out.getvalue()
+    assert _layer_tar(layer, tmp_path / "again.tar") == out
     # and it unpacks back to the same overlay form
     back = tmp_path / "back"
-    unpack(out.getvalue(), back, rootless=True)
+    unpack(out, back, rootless=True)
     assert layout.is_whiteout(os.lstat(back / "etc/gone")) and layout.is_opaque_dir(back / "opq")
     remove_tree(back)
+
+
+def _layer_tar(layer: Path, path: Path) -> bytes:
+    """write_layer_tar's output: into a regular file, as the store gives it (unprivileged with subordinate
+    ids, a user-namespace child writes through its fd)."""
+    with open(path, "xb") as f:
+        write_layer_tar(layer, f, overlay_form=True, rootless=True)
+    return path.read_bytes()
 
 
 # ---- really unprivileged ---------------------------------------------------------------------------------

@@ -92,8 +92,9 @@ def _read_limited(client: RegistryClient, resp: http.client.HTTPResponse, limit:
     return data
 
 
-def fetch_manifest(client: RegistryClient, target: str, what: str) -> tuple[dict, str, bytes]:
-    """(document, media type, raw bytes) of a manifest or index, digest-checked where possible."""
+def fetch_manifest(client: RegistryClient, target: str, what: str) -> tuple[dict, str, str]:
+    """(document, media type, "sha256:..." digest of its bytes) of a manifest or index, digest-checked
+    where possible."""
     resp = client.request("GET", f"/v2/{client.repository}/manifests/{target}",
                           headers={"Accept": MANIFEST_ACCEPT}, expect=(200, 404))
     raw = _read_limited(client, resp, MAX_MANIFEST, what)
@@ -116,7 +117,7 @@ def fetch_manifest(client: RegistryClient, target: str, what: str) -> tuple[dict
                             "current client)")
     if media_type not in (MANIFEST_OCI, MANIFEST_DOCKER, INDEX_OCI, LIST_DOCKER):
         media_type = INDEX_OCI if "manifests" in doc else MANIFEST_OCI if "layers" in doc else media_type
-    return doc, media_type, raw
+    return doc, media_type, f"sha256:{got}"
 
 
 def resolve_image_manifest(client: RegistryClient, ref: Reference,
@@ -125,7 +126,7 @@ def resolve_image_manifest(client: RegistryClient, ref: Reference,
     want = want or host_platform()
     target, what = ref.target, f"image {ref}"
     for _ in range(4):
-        doc, media_type, raw = fetch_manifest(client, target, what)
+        doc, media_type, digest = fetch_manifest(client, target, what)
         if media_type in (INDEX_OCI, LIST_DOCKER):
             desc = choose_platform(doc, want, f"the manifest list of {ref}")
             target = desc.get("digest", "")
@@ -134,7 +135,7 @@ def resolve_image_manifest(client: RegistryClient, ref: Reference,
             continue
         if not isinstance(doc.get("config"), dict) or not isinstance(doc.get("layers"), list):
             raise RegistryError(f"{what}: manifest has no config or layers")
-        return doc, "sha256:" + hashlib.sha256(raw).hexdigest()
+        return doc, digest
     raise RegistryError(f"{what}: manifest lists nested too deep")
 
 

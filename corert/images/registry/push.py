@@ -7,13 +7,11 @@ size. The manifest goes last, so the tag appears only once every blob it names i
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.parse
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from corert.errors import ImageError
-from corert.images import layout
 from corert.images.progress import TransferProgress
 from corert.images.registry.client import MANIFEST_OCI, RegistryClient, RegistryError
 from corert.images.registry.pull import DEFAULT_JOBS, TransferCancelled, run_parallel
@@ -100,7 +98,7 @@ def push(store, local: str, dest: str | None = None, *, tls_verify: bool = True,
          chunk_size: int = DEFAULT_CHUNK, stream=None) -> str:
     """Push image `local` of `store` (an ImageStore) to `dest` (default: its own name); returns the
     manifest digest."""
-    from corert.images.export import _manifest as manifest_bytes
+    from corert.images.export import manifest as manifest_bytes
 
     if chunk_size <= 0:
         raise ImageError("the chunk size must be positive")
@@ -108,18 +106,8 @@ def push(store, local: str, dest: str | None = None, *, tls_verify: bool = True,
     ref = parse_reference(dest or local)
     if ref.digest:
         raise ImageError(f"cannot push to {ref}: give a tag, not a digest")
-    info = store.inspect(image.id)
-    config_path = layout.blob_path(store.root, image.id)
-    try:
-        config_size = os.path.getsize(config_path)
-    except FileNotFoundError:
-        raise ImageError(f"image {image.short_id}: config blob missing from the store") from None
-    layers = [(layout.blob_path(store.root, lay["blob"]), lay["blob"], lay["media_type"], lay["blob_size"])
-              for lay in info["layers"]]
-    for path, hexpart, _, _ in layers:
-        if not path.is_file():
-            raise ImageError(f"image {image.short_id}: layer blob sha256:{hexpart} missing from the store")
-    manifest = manifest_bytes(image.id, config_size, layers)
+    parts = store.oci_parts(image.id)
+    manifest = manifest_bytes(parts)
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     client = RegistryClient(ref, tls_verify=tls_verify, push=True)
     progress = TransferProgress(stream)
@@ -127,8 +115,9 @@ def push(store, local: str, dest: str | None = None, *, tls_verify: bool = True,
         client.ping()
         progress.note(f"pushing {image.short_id} to {ref}")
         uploader = _Uploader(client, progress, chunk_size)
-        blobs = [(p, h, size, f"layer {i + 1}/{len(layers)} {h[:12]}") for i, (p, h, _, size) in enumerate(layers)]
-        blobs.append((config_path, image.id, config_size, f"config {image.short_id}"))
+        blobs = [(lay.path, lay.hex, lay.size, f"layer {i + 1}/{len(parts.layers)} {lay.hex[:12]}")
+                 for i, lay in enumerate(parts.layers)]
+        blobs.append((parts.config_path, image.id, parts.config_size, f"config {image.short_id}"))
         run_parallel(uploader.upload, blobs, jobs, uploader.cancel)
         resp = client.request("PUT", f"/v2/{ref.repository}/manifests/{ref.tag}", body=manifest,
                               headers={"Content-Type": MANIFEST_OCI}, expect=(201,), what=f"manifest of {ref}")
