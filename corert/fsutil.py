@@ -24,7 +24,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         try:
-            os.fchmod(fd, mode)   # exact, whatever the umask
+            if mode & 0o077:
+                os.fchmod(fd, mode)   # a umask may have cut group/other bits; owner-only modes stay as asked
             write_all(fd, data)
         finally:
             os.close(fd)
