@@ -170,6 +170,21 @@ def write_config(bundle: Path, config: dict) -> None:
     (bundle / "config.json").write_text(json.dumps(config))
 
 
+def set_args(bundle: Path, *args: str, **process) -> dict:
+    """Set the bundle's process args (and other process fields); the config written."""
+    config = read_config(bundle)
+    config["process"]["args"] = list(args)
+    config["process"].update(process)
+    write_config(bundle, config)
+    return config
+
+
+def status(cli, cid: str) -> str | None:  # noqa: ANN001 - a Cli
+    """The container's status from `state`, None while it has none."""
+    r = cli("state", cid)
+    return json.loads(r.stdout)["status"] if r.returncode == 0 else None
+
+
 def read_config(bundle: Path) -> dict:
     return json.loads((bundle / "config.json").read_text())
 

@@ -12,6 +12,12 @@ verb. Two costs are cut here:
   hands out a module's code only while its source file still has the size and mtime it was compiled from
   (the check a .pyc gets), so an edited or reinstalled corert is imported from its files as usual.
 
+A third cut skips CPython altogether for the verbs engines call most: where the build made the native
+front (corert/cli/native/, installed as corert/cli/corert-native), `install` puts a copy of it at the
+command's path (.venv/bin/corert) and the Python script at ../libexec/corert/corert from there, to which
+the front hands every command it does not do itself (see corert/engine/shortcut.py). Named `corert`, the
+Python CLI's processes keep the name users and tools look for.
+
 `scripts/setup` runs `python -m corert.cli.launcher .venv/bin/corert` after installing; a later plain
 `pip install` just puts pip's (slower, equivalent) script back and leaves the bundle unused.
 """
@@ -28,6 +34,12 @@ from corert.fsutil import write_atomic
 # {module name: (offset, length, is_package, source path, source mtime_ns, source size)})), then the
 # marshalled code objects, offsets counted from the end of the index.
 BUNDLE_SUFFIX = ".bundle"
+NATIVE_FRONT = "corert-native"
+
+
+def python_cli_path(front: str) -> str:
+    """Where the native front at `front` finds the Python CLI (PYTHON_CLI in corert/cli/native/main.c)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(front))), "libexec", "corert", "corert")
 
 # Runs in the launcher before anything of corert is imported; no imports beyond builtin modules (posix,
 # marshal) and the frozen import machinery, which the interpreter has loaded already.
@@ -170,10 +182,12 @@ def write_bundle(target: str, package_dir: str) -> int:
     return len(index)
 
 
-def install(target: str, paths: list[str] | None = None) -> None:
+def install(target: str, paths: list[str] | None = None) -> str:
     """Replace `target` (pip's console script) with the launcher (0755) and write its bundle next to it.
 
-    paths: where corert is installed (default: this interpreter's site-packages).
+    With the native front built, `target` becomes a copy of it and the launcher script goes to
+    python_cli_path(target). paths: where corert is installed (default: this interpreter's site-packages).
+    Returns the path of the Python script.
     """
     paths = paths or site_paths()
     bundle = os.path.abspath(target) + BUNDLE_SUFFIX  # the script runs from any cwd
@@ -186,7 +200,14 @@ def install(target: str, paths: list[str] | None = None) -> None:
             os.unlink(bundle)
         except FileNotFoundError:
             pass
-    write_atomic(target, launcher_text(bundle if package_dir else None, paths).encode(), 0o755)
+    front = os.path.join(package_dir, "cli", NATIVE_FRONT) if package_dir else None
+    script = python_cli_path(target) if front and os.path.isfile(front) else target
+    os.makedirs(os.path.dirname(script), exist_ok=True)
+    write_atomic(script, launcher_text(bundle if package_dir else None, paths).encode(), 0o755)
+    if script != target:
+        with open(front, "rb") as f:   # a copy, not a link: the front finds its script beside its own path
+            write_atomic(target, f.read(), 0o755)
+    return script
 
 
 if __name__ == "__main__":

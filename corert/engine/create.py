@@ -10,6 +10,7 @@ import _signal  # signal's C core: the same calls without the Signals enum (~4 m
 import sys
 
 from corert.engine.state import ContainerRecord, StateStore, proc_start_time, rfc3339_nano
+from corert.engine.shortcut import write_plan
 from corert._record import Record, Required
 from corert.engine.undo import UndoStack
 from corert.errors import CorertError
@@ -41,7 +42,8 @@ def create(store: StateStore, container_id: str, bundle: str | os.PathLike[str],
     config = load_and_validate(bundle)
     created = create_from_config(store, container_id, bundle, config, pid_file=pid_file,
                                  console_socket=console_socket, preserve_fds=preserve_fds,
-                                 no_pivot=no_pivot, cgroup_manager=cgroup_manager, trace=trace)
+                                 no_pivot=no_pivot, cgroup_manager=cgroup_manager, trace=trace,
+                                 shortcut=True)
     for fd in (created.pidfd, created.pty_master):
         if fd >= 0:
             os.close(fd)
@@ -52,12 +54,14 @@ def create_from_config(store: StateStore, container_id: str, bundle: str | os.Pa
                        preserve_fds: int = 0, no_pivot: bool = False, cgroup_manager: str = "auto",
                        trace: bool = False, storage: dict | None = None, extra: dict | None = None,
                        keep_pty: bool = False, stdio: tuple[int, int, int] | None = None,
-                       network=None, rootfs_mount: tuple[str, str] | None = None) -> Created:
+                       network=None, rootfs_mount: tuple[str, str] | None = None,
+                       shortcut: bool = False) -> Created:
     """Create a container from an already validated config. Shared by the CLI, the front door and the API.
 
     `network`, when given, has attach(pid) -> state dict (called once the container's network namespace
     exists, before pivot_root) and teardown(); `delete` finds it again with
     corert.drivers.network.load_attachment(record.network).
+    `shortcut` leaves the plan with which the native CLI front starts and deletes it (engine/shortcut.py).
     """
     from corert import _fastpath
     from corert.drivers.cgroups import detect, placement_fds
@@ -178,6 +182,8 @@ def create_from_config(store: StateStore, container_id: str, bundle: str | os.Pa
 
         record.status = "created"
         store.save(record)
+        if shortcut:   # the OCI verb: `start` and `delete` come as commands of their own (engine/shortcut.py)
+            write_plan(store, record, cgroup)
         if pid_file:
             write_pid_file(pid_file, init_pid)
         if trace:

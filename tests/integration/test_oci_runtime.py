@@ -9,24 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from support import exited, poll, read_config, wait_for, write_config
+from support import exited, poll, read_config, set_args, status, wait_for, write_config
 
 PROBE = ("echo host=$(hostname); id; echo pid=$$; pwd; grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status;"
          " env | sort | grep -v '^HOSTNAME'; cut -d' ' -f2,3 /proc/self/mounts | sort")
-
-
-def set_args(bundle: Path, *args: str, **process) -> dict:
-    config = read_config(bundle)
-    config["process"]["args"] = list(args)
-    config["process"].update(process)
-    write_config(bundle, config)
-    return config
-
-
-def status(cli, cid: str) -> str | None:
-    """The container's status from `state`, None while it has none."""
-    r = cli("state", cid)
-    return json.loads(r.stdout)["status"] if r.returncode == 0 else None
 
 
 def test_run_matches_runc(corert, runc, bundle):

@@ -9,14 +9,23 @@ from pathlib import Path
 from corert.cli import launcher
 
 
+def _bin(tmp_path: Path) -> Path:
+    """A bin dir for the command (the Python CLI goes to ../libexec/corert/ from there)."""
+    (tmp_path / "bin").mkdir(exist_ok=True)
+    return tmp_path / "bin"
+
+
 def test_launcher_runs_the_cli_without_site(tmp_path: Path) -> None:
-    script = tmp_path / "corert"
-    script.write_text("placeholder")
-    launcher.install(str(script))
-    assert os.stat(script).st_mode & 0o777 == 0o755
+    target = _bin(tmp_path) / "corert"
+    target.write_text("placeholder")
+    script = Path(launcher.install(str(target)))
+    # The command is the native front (corert/cli/native/); the Python CLI is a script named corert too.
+    assert script == tmp_path / "libexec" / "corert" / "corert"
+    assert target.read_bytes()[:4] == b"\x7fELF"
+    assert os.stat(target).st_mode & 0o777 == 0o755 and os.stat(script).st_mode & 0o777 == 0o755
     text = script.read_text()
     assert text.startswith(f"#!{sys.executable} -IS\n")
-    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, env={}, timeout=60)
+    out = subprocess.run([str(target), "--version"], capture_output=True, text=True, env={}, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("corert version ")
     # The same script body, asked which modules it loaded: `site` is not among them.
@@ -25,13 +34,13 @@ def test_launcher_runs_the_cli_without_site(tmp_path: Path) -> None:
     out = subprocess.run([str(script)], capture_output=True, text=True, env={"PYTHONPATH": "/nonexistent"},
                          timeout=60)
     assert out.stdout.split() == ["False", "True"], out.stderr
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]   # incl. dot-files
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]   # incl. dot-files
 
 
 def test_unknown_verb_exit_code_through_the_launcher(tmp_path: Path) -> None:
-    script = tmp_path / "corert"
-    launcher.install(str(script))
-    out = subprocess.run([str(script), "--root", str(tmp_path / "state"), "state", "nosuch"],
+    target = _bin(tmp_path) / "corert"
+    launcher.install(str(target))
+    out = subprocess.run([str(target), "--root", str(tmp_path / "state"), "state", "nosuch"],
                          capture_output=True, text=True, env={}, timeout=60)
     assert out.returncode == 1
     assert out.stderr.strip() == "corert: container 'nosuch' does not exist"
@@ -70,9 +79,9 @@ def _loaders(script: Path) -> dict[str, list[str]]:
 
 def test_modules_come_from_the_bundle_until_their_source_changes(tmp_path: Path) -> None:
     site = _copy_of_installed_corert(tmp_path)
-    script = tmp_path / "corert"
-    launcher.install(str(script), paths=[str(site)])
-    assert (tmp_path / "corert.bundle").stat().st_size > 100_000
+    target = _bin(tmp_path) / "corert"
+    script = Path(launcher.install(str(target), paths=[str(site)]))
+    assert (tmp_path / "bin" / "corert.bundle").stat().st_size > 100_000
     loaders = _loaders(script)
     assert loaders["corert"] == ["_CodeBundle", "-"]
     assert loaders["corert.cli.lifecycle"] == ["_CodeBundle", "-"]
@@ -87,20 +96,20 @@ def test_modules_come_from_the_bundle_until_their_source_changes(tmp_path: Path)
     assert loaders["corert.cli.lifecycle"] == ["_CodeBundle", "-"]
 
     # The CLI still works through the launcher with a bundle that is partly stale.
-    out = subprocess.run([str(script), "--root", str(tmp_path / "state"), "state", "nosuch"],
+    out = subprocess.run([str(target), "--root", str(tmp_path / "state"), "state", "nosuch"],
                          capture_output=True, text=True, env={}, timeout=60)
     assert (out.returncode, out.stderr.strip()) == (1, "corert: container 'nosuch' does not exist")
 
 
 def test_a_broken_bundle_is_ignored(tmp_path: Path) -> None:
     site = _copy_of_installed_corert(tmp_path)
-    script = tmp_path / "corert"
-    launcher.install(str(script), paths=[str(site)])
-    (tmp_path / "corert.bundle").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not marshal")
+    target = _bin(tmp_path) / "corert"
+    script = Path(launcher.install(str(target), paths=[str(site)]))
+    (tmp_path / "bin" / "corert.bundle").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not marshal")
     assert _loaders(script)["corert.engine.state"] == ["SourceFileLoader", "-"]
-    (tmp_path / "corert.bundle").unlink()
+    (tmp_path / "bin" / "corert.bundle").unlink()
     assert _loaders(script)["corert.engine.state"] == ["SourceFileLoader", "-"]
-    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, env={}, timeout=60)
+    out = subprocess.run([str(target), "--version"], capture_output=True, text=True, env={}, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("corert version "), out.stderr
 
 
@@ -108,8 +117,7 @@ def test_the_bundle_survives_its_fd_being_closed_and_reused(tmp_path: Path) -> N
     """A forked helper (`run -d --rm`'s watcher) closes every fd, then imports more of corert while other
     files take the freed numbers: modules still come from the bundle, never from whatever the fd is now."""
     site = _copy_of_installed_corert(tmp_path)
-    script = tmp_path / "corert"
-    launcher.install(str(script), paths=[str(site)])
+    script = Path(launcher.install(str(_bin(tmp_path) / "corert"), paths=[str(site)]))
     other = tmp_path / "other"
     other.write_bytes(b"\xe3" * 4096)   # marshal's code-object type byte: the worst thing to read instead
     probe = script.read_text().replace("console_main()\n", f"""
@@ -126,13 +134,13 @@ print(type(sys.modules["corert.engine.delete"].__spec__.loader).__name__)
 
 
 def test_no_bundle_where_corert_is_not_installed(tmp_path: Path) -> None:
-    """An install the launcher's paths do not hold (editable, found through a .pth file): no bundle and no
-    finder, and a stale bundle from an earlier install goes."""
-    script = tmp_path / "corert"
-    (tmp_path / "corert.bundle").write_bytes(b"stale")
+    """An install the launcher's paths do not hold (editable, found through a .pth file): no bundle, no
+    finder and no native front (the script is the command), and a stale bundle from an earlier install goes."""
+    script = _bin(tmp_path) / "corert"
+    (tmp_path / "bin" / "corert.bundle").write_bytes(b"stale")
     (tmp_path / "empty").mkdir()
-    launcher.install(str(script), paths=[str(tmp_path / "empty")])
-    assert not (tmp_path / "corert.bundle").exists()
+    assert launcher.install(str(script), paths=[str(tmp_path / "empty")]) == str(script)
+    assert not (tmp_path / "bin" / "corert.bundle").exists()
     assert "_CodeBundle" not in script.read_text()
     out = subprocess.run([str(script), "--version"], capture_output=True, text=True, env={}, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("corert version "), out.stderr

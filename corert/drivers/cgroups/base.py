@@ -67,6 +67,11 @@ class CgroupHandle(Protocol):
         """SIGKILL what is left, wait until empty, rmdir (idempotent; parents are never touched)."""
         ...
 
+    def shortcut(self) -> tuple[list[str], list[tuple[str, str]]]:
+        """For the native CLI's plan (engine/shortcut.py): the dirs destroy() removes from an empty
+        cgroup, in order, and (file, line) pairs: is_frozen() is true when such a file holds that line."""
+        ...
+
 
 class CgroupDriver(Protocol):
     name: str                   # "v1" | "v2" | "none"

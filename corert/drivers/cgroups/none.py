@@ -70,6 +70,9 @@ class NoneHandle:
     def destroy(self) -> None:
         pass
 
+    def shortcut(self) -> tuple[list[str], list[tuple[str, str]]]:
+        return [], []
+
 
 class NoneDriver:
     name = "none"

@@ -275,6 +275,10 @@ class V1Handle:
         for d in self._all_dirs():
             u.rmdir_tree(d)
 
+    def shortcut(self) -> tuple[list[str], list[tuple[str, str]]]:
+        freezer = self._dir("freezer")
+        return self._all_dirs(), ([(os.path.join(freezer, "freezer.state"), "FROZEN")] if freezer else [])
+
     # -- resources ------------------------------------------------------------------------------
     def apply(self, resources: dict, *, update: bool) -> None:
         """Write OCI linux.resources to the controller files (runc's order: cpuset, devices, memory, ...)."""

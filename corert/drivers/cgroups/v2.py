@@ -219,6 +219,9 @@ class V2Handle:
         u.kill_until_empty(self)
         u.rmdir_tree(self.path)
 
+    def shortcut(self) -> tuple[list[str], list[tuple[str, str]]]:
+        return [self.path], [(self._f("cgroup.events"), "frozen 1")]
+
     # -- resources ------------------------------------------------------------------------------
     def apply(self, resources: dict, *, update: bool) -> None:
         resources = resources or {}
