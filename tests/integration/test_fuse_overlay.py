@@ -431,6 +431,28 @@ def test_ownership_and_permissions_of_callers(mounted) -> None:
     assert r.returncode != 0 and os.path.exists(m / "tmp/f")
 
 
+def test_new_entries_in_a_set_gid_dir(mounted) -> None:
+    """As on a local fs: a set-gid dir gives what is made in it its group (a new dir also the bit), whoever
+    makes it, and set-id bits asked for stay; upper holds the same owners and modes."""
+    m = mounted.rootfs
+    os.mkdir(m / "tmp/sg")
+    os.chown(m / "tmp/sg", 0, 5678)
+    os.chmod(m / "tmp/sg", 0o2777)
+    r = subprocess.run(["sh", "-c", f"umask 022 && echo hi > {m}/tmp/sg/f && mkdir {m}/tmp/sg/d"],
+                       user=1234, group=4321, extra_groups=[], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    old = os.umask(0o022)
+    try:
+        os.close(os.open(m / "tmp/sg/suid", os.O_CREAT | os.O_WRONLY, 0o4755))  # root's own: no chown due
+    finally:
+        os.umask(old)
+    expected = {"f": (1234, 5678, 0o644), "d": (1234, 5678, 0o2755), "suid": (0, 5678, 0o4755)}
+    for name, want in expected.items():
+        for root in (m, mounted.upper):
+            st = os.lstat(root / "tmp/sg" / name)
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == want, (root, name)
+
+
 def test_interop_with_kernel_overlayfs(tmp_path: Path, mounted, stack: list[Path]) -> None:
     """Whatever the FUSE daemon wrote into upper, kernel overlayfs shows the same way (and vice versa)."""
     m = mounted.rootfs

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from pathlib import Path
 
 from corert import mountinfo
 from corert.errors import ResourceError
@@ -21,6 +20,7 @@ from corert.fsutil import remove_tree  # noqa: F401  (part of the drivers' toolk
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (hot path, see above)
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 # Both spellings are read everywhere: root-made layers use trusted.*, rootless (userxattr) ones user.*.
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
@@ -145,6 +145,8 @@ def check_layers(layers: list[Path]) -> list[Path]:
     """Absolute, existing directories, bottom first; a clear ResourceError otherwise."""
     if not layers:
         raise ResourceError("storage: the image has no layers")
+    from pathlib import Path  # here: the FUSE daemon imports this module and never needs pathlib
+
     checked = []
     for layer in layers:
         path = Path(os.path.abspath(layer))

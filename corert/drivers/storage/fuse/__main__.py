@@ -14,26 +14,63 @@ daemon answers one byte ('o' serving, 'e' failed) and serves that fd until the m
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
+USAGE = ("usage: python -m corert.drivers.storage.fuse --upper U --work W --lower L [--lower L ...] "
+         "[--daemonize] [--ready-fd N] [--log FILE] [--handoff SOCKET] [--volatile] MOUNTPOINT")
+# Parsed by hand: argparse (with the gettext and textwrap it imports) would stay in every daemon's memory,
+# ~0.4 MB, for a command line that only driver.py writes. --lower repeats; --opt=value works too.
+_VALUED = {"--upper": "upper", "--work": "work", "--lower": "lower", "--ready-fd": "ready_fd", "--log": "log",
+           "--handoff": "handoff"}
+_FLAGS = {"--daemonize": "daemonize", "--volatile": "volatile"}
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m corert.drivers.storage.fuse",
-                                description="corert FUSE overlay daemon")
-    p.add_argument("--upper", required=True, help="writable upper dir (overlayfs format)")
-    p.add_argument("--work", required=True, help="work dir on the same filesystem as --upper")
-    p.add_argument("--lower", action="append", default=[], help="read-only layer, bottom first; repeat")
-    p.add_argument("--daemonize", action="store_true", help="fork into a new session, parent exits")
-    p.add_argument("--ready-fd", type=int, default=-1, help="fd for pid/ok/error lines")
-    p.add_argument("--log", help="redirect stdout/stderr to this file (append)")
-    p.add_argument("--handoff", metavar="SOCKET", help="serve the /dev/fuse fd a container sends on SOCKET "
-                   "instead of mounting (MOUNTPOINT is informational)")
-    p.add_argument("--volatile", action="store_true", help="copy-ups are not fsynced (a container removed "
-                   "when it stops): still atomic, not durable across a power loss")
-    p.add_argument("mountpoint")
-    return p.parse_args(argv)
+
+class Args:
+    """The daemon's command line (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.upper = self.work = self.mountpoint = ""
+        self.lower: list[str] = []
+        self.daemonize = False
+        self.ready_fd = -1
+        self.log: str | None = None
+        self.handoff: str | None = None   # the socket a container sends its /dev/fuse fd on
+        self.volatile = False             # copy-ups are not fsynced (see StorageDriver.volatile)
+
+
+def _parse(argv: list[str]) -> Args:
+    args = Args()
+    positional = []
+    tokens = iter(argv)
+    for token in tokens:
+        opt, eq, value = token.partition("=")
+        if token in ("-h", "--help"):
+            print(f"{USAGE}\n{__doc__}")
+            raise SystemExit(0)
+        if opt in _FLAGS and not eq:
+            setattr(args, _FLAGS[opt], True)
+        elif opt in _VALUED:
+            if not eq:
+                value = next(tokens, None)  # type: ignore[assignment]
+                if value is None:
+                    raise SystemExit(f"{opt} needs a value\n{USAGE}")
+            if opt == "--lower":
+                args.lower.append(value)
+            elif opt == "--ready-fd":
+                if not value.lstrip("-").isdigit():
+                    raise SystemExit(f"--ready-fd: not a number: {value!r}\n{USAGE}")
+                args.ready_fd = int(value)
+            else:
+                setattr(args, _VALUED[opt], value)
+        elif token.startswith("-") and token != "-":
+            raise SystemExit(f"unknown option {token}\n{USAGE}")
+        else:
+            positional.append(token)
+    if not args.upper or not args.work or len(positional) != 1:
+        raise SystemExit(USAGE)
+    args.mountpoint = positional[0]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +166,7 @@ def _receive_fuse_fd(listener):
         conn.close()
 
 
-def _serve_handoff(args: argparse.Namespace, serve, ready) -> int:
+def _serve_handoff(args: Args, serve, ready) -> int:
     try:
         listener = _listen(args.handoff)
     except OSError as e:

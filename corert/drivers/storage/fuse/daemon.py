@@ -29,6 +29,7 @@ from typing import Callable, Optional
 from corert.drivers.storage.fuse import dircache, lean
 
 lean.defer()  # before trio: what it imports but we never use stays unloaded
+lean.slim_trio()
 
 with lean.no_package_metadata():
     import pyfuse3  # noqa: E402
@@ -58,9 +59,10 @@ _OPEN_PASS_FLAGS = os.O_SYNC | os.O_DSYNC  # open flags forwarded to the backing
 
 class Node:
     """One FUSE inode that is not a directory. Kept small on purpose: a daemon may hold hundreds of
-    thousands of them. The directory-only fields are class-level defaults here, slots in DirNode."""
+    thousands of them (six slots: 80 bytes each). The directory-only fields are class-level defaults here,
+    slots in DirNode; what only a few inodes have (open handles, hard links) lives in Overlay's dicts."""
 
-    __slots__ = ("ino", "parent", "name", "layer", "gen", "nlookup", "nopen", "alt", "ident")
+    __slots__ = ("ino", "parent", "name", "layer", "gen", "nlookup")
     mask = 0                                        # see DirNode
     refs = 0
     kids: Optional[dict[bytes, "Node"]] = None
@@ -72,9 +74,6 @@ class Node:
         self.layer = layer          # 0 = upper, 1.. = lower layers, top-down
         self.gen = gen              # layer/mask are valid while gen == Overlay.gen
         self.nlookup = 0
-        self.nopen = 0              # open file handles
-        self.alt: Optional[list[tuple["Node", bytes]]] = None  # further hard-link names we know
-        self.ident: Optional[tuple[int, int]] = None           # (st_dev, st_ino) while nlink > 1
 
 
 class DirNode(Node):
@@ -182,8 +181,12 @@ class Overlay(pyfuse3.Operations):
         self.nodes = NodeTable()
         self.nodes.put(root)
         self.idents: dict[tuple[int, int], Node] = {}      # hard-linked backing files -> node
+        self.ident_of: dict[Node, tuple[int, int]] = {}    # ... and back: (st_dev, st_ino) while nlink > 1
+        self.alt_names: dict[Node, list[tuple[Node, bytes]]] = {}  # further hard-link names we know
         self.files: dict[int, int] = {}                    # open fd (= fh) -> inode
-        self.dirs: dict[int, tuple[int, list[bytes] | None]] = {}  # dir handle -> (inode, names snapshot)
+        self.opens: dict[Node, int] = {}                   # open file handles of each node that has some
+        # dir handle -> (inode, listing snapshot: names and the layer each was found in, see _listing)
+        self.dirs: dict[int, tuple[int, tuple[list[bytes], list[int]] | None]] = {}
         self.next_dh = dircache.DIR_HANDLE_TAG  # tagged: the OPENDIR reply turns the readdir cache on
         self.link_index: dict[int, dict[tuple[int, int], list[bytes]]] = {}
         self.read_buf = bytearray(0)
@@ -273,10 +276,16 @@ class Overlay(pyfuse3.Operations):
 
     def _list(self, node: Node) -> list[bytes]:
         """Names in a merged directory: top layer wins, whiteouts hide, opaque dirs end the merge."""
+        return self._listing(node)[0]
+
+    def _listing(self, node: Node) -> tuple[list[bytes], list[int]]:
+        """_list's names, each with the layer it was found in: the lower layers above that one hold neither
+        the name nor a whiteout of it (and lower layers never change)."""
         self._fresh(node)
         rel = self._path(node)
         seen: set[bytes] = set()
         out: list[bytes] = []
+        found_in: list[int] = []
         for i in self._layers(node.mask):
             try:
                 it = os.scandir(self._real(i, rel))
@@ -292,7 +301,8 @@ class Overlay(pyfuse3.Operations):
                             or e.is_symlink()) and is_whiteout(e.stat(follow_symlinks=False)):
                         continue
                     out.append(name)
-        return out
+                    found_in.append(i)
+        return out, found_in
 
     # ----- node table -------------------------------------------------------------------------------
 
@@ -313,7 +323,7 @@ class Overlay(pyfuse3.Operations):
             return os.fstat(fd)
 
     def _open_fd_of(self, node: Node) -> Optional[int]:
-        if not node.nopen:
+        if node not in self.opens:
             return None
         for fd, ino in self.files.items():
             if ino == node.ino:
@@ -349,7 +359,7 @@ class Overlay(pyfuse3.Operations):
         if node.parent is None and node is not self.root:
             node.parent, node.name = parent, name
         else:
-            node.alt = (node.alt or []) + [(parent, name)]
+            self.alt_names.setdefault(node, []).append((parent, name))
 
     def _unlink_name(self, parent: Node, name: bytes) -> Optional[Node]:
         """Forget that (parent, name) refers to its node; promote another hard-link name if there is one."""
@@ -359,15 +369,16 @@ class Overlay(pyfuse3.Operations):
             return None
         if not kids:
             parent.kids = None
+        alt = self.alt_names.get(node)
         if node.parent is parent and node.name == name:
-            if node.alt:
-                node.parent, node.name = node.alt.pop(0)
+            if alt:
+                node.parent, node.name = alt.pop(0)
             else:
                 node.parent = node.name = None
-        elif node.alt:
-            node.alt = [pn for pn in node.alt if not (pn[0] is parent and pn[1] == name)]
-        if not node.alt:
-            node.alt = None
+        elif alt:
+            alt[:] = [pn for pn in alt if not (pn[0] is parent and pn[1] == name)]
+        if alt is not None and not alt:
+            del self.alt_names[node]
         self._deref(parent)
         self._maybe_drop(node)
         return node
@@ -378,13 +389,12 @@ class Overlay(pyfuse3.Operations):
 
     def _maybe_drop(self, node: Node) -> None:
         """Free a node nobody references: no kernel lookups, no child names, no open file."""
-        if node.nlookup > 0 or node.refs > 0 or node.nopen > 0 or node is self.root:
+        if node.nlookup > 0 or node.refs > 0 or node in self.opens or node is self.root:
             return
         self.nodes.drop(node)
-        if node.ident is not None and self.idents.get(node.ident) is node:
-            del self.idents[node.ident]
-        names = ([(node.parent, node.name)] if node.parent is not None else []) + (node.alt or [])
-        node.parent = node.name = node.alt = None
+        self._drop_ident(node)
+        names = ([(node.parent, node.name)] if node.parent is not None else []) + self.alt_names.pop(node, [])
+        node.parent = node.name = None
         for parent, name in names:
             kids = parent.kids
             if kids is not None and kids.get(name) is node:
@@ -394,15 +404,24 @@ class Overlay(pyfuse3.Operations):
             self._deref(parent)
 
     def _set_ident(self, node: Node, st: os.stat_result) -> None:
-        if node.ident is not None and self.idents.get(node.ident) is node:
-            del self.idents[node.ident]
-        node.ident = None
+        self._drop_ident(node)
         if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
-            node.ident = (st.st_dev, st.st_ino)
-            self.idents[node.ident] = node
+            ident = self.ident_of[node] = (st.st_dev, st.st_ino)
+            self.idents[ident] = node
 
-    def _entry(self, parent: Node, name: bytes) -> Optional[tuple[Node, os.stat_result]]:
-        """The node and stat for name in parent, creating the node on first sight; None if absent."""
+    def _drop_ident(self, node: Node) -> None:
+        ident = self.ident_of.pop(node, None)
+        if ident is not None and self.idents.get(ident) is node:
+            del self.idents[ident]
+
+    def _opened(self, node: Node, fd: int) -> None:
+        self.files[fd] = node.ino
+        self.opens[node] = self.opens.get(node, 0) + 1
+
+    def _entry(self, parent: Node, name: bytes, found_in: int = 0) -> Optional[tuple[Node, os.stat_result]]:
+        """The node and stat for name in parent, creating the node on first sight; None if absent.
+
+        found_in: the layer a listing found name in (see _listing); the lower layers above it are skipped."""
         if name == b".":
             return parent, self._stat(parent)
         if name == b"..":
@@ -414,7 +433,8 @@ class Overlay(pyfuse3.Operations):
         self._fresh(parent)
         prel = self._path(parent)
         rel = prel + b"/" + name if prel else name
-        r = self._resolve(rel, parent.mask)
+        # bits 1 .. found_in-1: lower layers that hold nothing at name (upper, bit 0, may have changed since)
+        r = self._resolve(rel, parent.mask & ~((1 << found_in) - 2) if found_in > 1 else parent.mask)
         if r is None:
             return None
         layer, mask, st = r
@@ -571,7 +591,7 @@ class Overlay(pyfuse3.Operations):
                 os.rename(tmp, self._real(0, orel))
         self._set_ident(node, os.lstat(dst))
         # Read-only fds opened before the copy-up must see later writes: swap them to the new file.
-        for fd, ino in list(self.files.items()) if node.nopen else ():
+        for fd, ino in list(self.files.items()) if node in self.opens else ():
             if ino == node.ino:
                 new = os.open(dst, os.O_RDONLY | os.O_CLOEXEC)
                 os.dup2(new, fd)
@@ -663,38 +683,49 @@ class Overlay(pyfuse3.Operations):
 
     # ----- creating entries -------------------------------------------------------------------------
 
-    def _upper_slot(self, parent: Node, name: bytes) -> tuple[bytes, bytes, bool]:
-        """(upper dir of parent, upper path of name, whether a whiteout sits there) for a new name."""
-        pdir = self._upper_dir(parent)
-        dst = pdir + b"/" + name
-        try:
-            whiteout = is_whiteout(os.lstat(dst))
-        except FileNotFoundError:
-            whiteout = False
-        return pdir, dst, whiteout
+    def _free_name(self, parent: Node, name: bytes) -> bool:
+        """Raise EEXIST if name shows in parent; else whether upper holds a whiteout there.
+
+        The same answer as _entry() (upper first, a whiteout hides, then the lower layers), without making
+        a node: one lstat for a dir that lives in upper only."""
+        kids = parent.kids
+        if kids is not None and name in kids:
+            raise FUSEError(errno.EEXIST)
+        self._fresh(parent)
+        prel = self._path(parent)
+        rel = prel + b"/" + name if prel else name
+        if parent.mask & 1:
+            try:
+                st = os.lstat(self._real(0, rel))
+            except FileNotFoundError:
+                pass
+            else:
+                if not is_whiteout(st):
+                    raise FUSEError(errno.EEXIST)
+                return True
+        if parent.mask & ~1 and self._resolve(rel, parent.mask & ~1) is not None:
+            raise FUSEError(errno.EEXIST)
+        return False
 
     def _new_entry(self, parent: Node, name: bytes, make: Callable[[bytes], Optional[int]],
                    ctx: pyfuse3.RequestContext, mode: int, kind: int) -> tuple[Node, os.stat_result, Optional[int]]:
         """Create name in parent through make(path); replaces a whiteout atomically, owner from ctx."""
-        if self._entry(parent, name) is not None:
-            raise FUSEError(errno.EEXIST)
-        pdir, dst, whiteout = self._upper_slot(parent, name)
+        whiteout = self._free_name(parent, name)
+        pdir = self._upper_dir(parent)
+        dst = pdir + b"/" + name
         target = self._tmp() if whiteout else dst
         fd = make(target)
+        handle = fd if fd is not None else target
         try:
+            st = os.fstat(fd) if fd is not None else os.lstat(target)
             if self.is_root:
-                pst = os.lstat(pdir)
-                gid = pst.st_gid if pst.st_mode & stat.S_ISGID else ctx.gid
-                self._chown(fd if fd is not None else target, ctx.uid, gid)
-                if kind == stat.S_IFDIR and pst.st_mode & stat.S_ISGID:
-                    mode |= stat.S_ISGID
-                if kind != stat.S_IFLNK and (mode & (stat.S_ISUID | stat.S_ISGID) or kind == stat.S_IFDIR):
-                    os.chmod(fd if fd is not None else target, stat.S_IMODE(mode))
+                st = self._give_owner(handle, st, ctx, mode, kind, pdir)
             if whiteout:
                 if kind == stat.S_IFDIR:
                     self._set_opaque(target)  # the lower dir this whiteout hid must stay hidden
                     os.unlink(dst)
                 os.rename(target, dst)
+                st = os.lstat(dst)  # the rename changed its ctime
         except BaseException:
             if fd is not None:
                 os.close(fd)
@@ -703,8 +734,39 @@ class Overlay(pyfuse3.Operations):
             except OSError:
                 pass
             raise
-        node, st = self._must_entry(parent, name)
+        # A new name lives in upper only (a dir that replaced a whiteout is opaque): no lookup needed.
+        ino = self.nodes.new_ino()
+        node = DirNode(ino, None, None, 0, 1, self.gen) if kind == stat.S_IFDIR else Node(ino, None, None, 0, self.gen)
+        self.nodes.put(node)
+        self._link_name(node, parent, name)
         return node, st, fd
+
+    def _give_owner(self, target: bytes | int, st: os.stat_result, ctx: pyfuse3.RequestContext, mode: int,
+                    kind: int, pdir: bytes) -> os.stat_result:
+        """As root: give a new entry (stat st) the caller's owner, the dir's group in a set-gid dir, and set-id
+        bits as asked; return its stat after. Owner and mode calls that would change nothing are skipped."""
+        gid = ctx.gid
+        if st.st_gid != gid:
+            # Created with our group or, in a set-gid dir, with the dir's; a new dir says which (it inherits
+            # the set-gid bit), a file only when its group is not ours.
+            if kind == stat.S_IFDIR:
+                sgid_parent = bool(st.st_mode & stat.S_ISGID)
+            else:
+                sgid_parent = st.st_gid != os.getegid() or bool(os.lstat(pdir).st_mode & stat.S_ISGID)
+            if sgid_parent:
+                gid = st.st_gid
+        changed = False
+        if st.st_uid != ctx.uid or st.st_gid != gid:
+            self._chown(target, ctx.uid, gid)  # clears set-id bits of a non-dir: restored below
+            changed = True
+        if kind != stat.S_IFLNK and (mode & (stat.S_ISUID | stat.S_ISGID) or kind == stat.S_IFDIR):
+            want = stat.S_IMODE(mode) | (st.st_mode & stat.S_ISGID if kind == stat.S_IFDIR else 0)
+            if changed or want != stat.S_IMODE(st.st_mode):
+                os.chmod(target, want)
+                changed = True
+        if not changed:
+            return st
+        return os.fstat(target) if isinstance(target, int) else os.lstat(target)
 
     def _whiteout_over(self, parent: Node, name: bytes) -> None:
         """Hide the lower entry at name: replace whatever upper has there by a whiteout, atomically."""
@@ -846,8 +908,7 @@ class Overlay(pyfuse3.Operations):
         node, st, fd = self._new_entry(parent, name, lambda p: os.open(p, oflags, stat.S_IMODE(mode)), ctx,
                                        mode, stat.S_IFREG)
         assert fd is not None
-        self.files[fd] = node.ino
-        node.nopen += 1
+        self._opened(node, fd)
         node.nlookup += 1
         return pyfuse3.FileInfo(fh=fd, keep_cache=True), self._attr(node, st)
 
@@ -937,10 +998,9 @@ class Overlay(pyfuse3.Operations):
         parent = self._node(new_parent_inode)
         self._copy_up(node)
         src = self._real(0, self._path(node))
-        if self._entry(parent, new_name) is not None:
-            raise FUSEError(errno.EEXIST)
         name = new_name
-        _, dst, whiteout = self._upper_slot(parent, name)
+        whiteout = self._free_name(parent, name)
+        dst = self._upper_dir(parent) + b"/" + name
         if whiteout:
             tmp = self._tmp()
             os.link(src, tmp)
@@ -967,8 +1027,7 @@ class Overlay(pyfuse3.Operations):
             if other is None:
                 raise
             fd = os.open(f"/proc/self/fd/{other}", oflags & ~os.O_NOFOLLOW)
-        self.files[fd] = node.ino
-        node.nopen += 1
+        self._opened(node, fd)
         # keep_cache: contents only change through this mount, so the kernel's page cache stays valid.
         return pyfuse3.FileInfo(fh=fd, keep_cache=True)
 
@@ -997,7 +1056,9 @@ class Overlay(pyfuse3.Operations):
         os.close(fh)
         node = self.nodes.get(ino) if ino is not None else None
         if node is not None:
-            node.nopen -= 1
+            left = self.opens.pop(node, 1) - 1
+            if left:
+                self.opens[node] = left
             self._maybe_drop(node)
 
     @_guard
@@ -1015,11 +1076,12 @@ class Overlay(pyfuse3.Operations):
 
     @_guard
     def readdir(self, fh, start_id, token):  # type: ignore[no-untyped-def]
-        ino, names = self.dirs[fh]
+        ino, listing = self.dirs[fh]
         node = self._node(ino)
-        if names is None:
-            names = self._list(node)
-            self.dirs[fh] = (ino, names)
+        if listing is None:
+            listing = self._listing(node)
+            self.dirs[fh] = (ino, listing)
+        names, found_in = listing
         if start_id == 0:
             if not pyfuse3.readdir_reply(token, b".", self._attr(node, self._stat(node)), 1):
                 return
@@ -1030,7 +1092,7 @@ class Overlay(pyfuse3.Operations):
                 return
             start_id = 2
         for i in range(start_id - 2, len(names)):
-            r = self._entry(node, names[i])
+            r = self._entry(node, names[i], found_in[i])
             if r is None:
                 continue  # removed since opendir
             child, st = r

@@ -1,12 +1,15 @@
-"""Keep the FUSE daemon's memory small: stdlib modules that trio imports but the daemon never uses load
-only on first use.
+"""Keep the FUSE daemon's memory small: what trio imports but the daemon never uses loads only on first use.
 
-trio's package __init__ imports its whole API (TLS streams, DTLS, subprocesses, sockets...), which pulls in
-ssl, hashlib/hmac (OpenSSL), tempfile, bz2/lzma and more: ~2 MB of PSS in every per-container daemon.
-Before trio is imported, ``defer()`` puts a placeholder module under each such name; the placeholder loads
-the real module the first time any attribute is read from it (after that it is the real module's
-namespace), so code that does use one of them still works, it just pays at that moment.
-Only for the daemon process: call it before importing pyfuse3/trio.
+trio's package __init__ imports its whole API (TLS streams, DTLS, subprocesses, sockets, paths, file I/O),
+which pulls in ssl, hashlib/hmac (OpenSSL), tempfile, bz2/lzma, pathlib and more: ~3 MB of PSS in every
+per-container daemon. Two stand-ins keep that out:
+- ``slim_trio()`` imports only the parts of trio that hold what the daemon and pyfuse3 use (TRIO_PARTS),
+  under stand-ins for the ``trio`` package and ``trio.lowlevel`` that carry those parts' names;
+- ``defer()`` puts a placeholder module under each stdlib name that trio imports without using it at
+  import time.
+Either stand-in loads the real module the first time a name it lacks is read (then it carries the real
+module's names), so code that does use one still works, it just pays at that moment.
+Only for the daemon process: call both before importing pyfuse3/trio.
 """
 from __future__ import annotations
 
@@ -30,6 +33,56 @@ class _Deferred(types.ModuleType):
         real = importlib.import_module(name)  # registers the real module under its name
         self.__dict__.update(real.__dict__)   # later reads through this placeholder hit the real names
         return getattr(real, attr)
+
+
+class _Partial(types.ModuleType):
+    """Stands in for a module with part of its names; the first other public name read imports the real
+    module, whose names it then carries too (as _Deferred does)."""
+
+    def __getattr__(self, attr: str):  # type: ignore[no-untyped-def]
+        if attr.startswith("_"):
+            # dunders, and submodules: `from .. import _core` while trio._core imports must find none here
+            raise AttributeError(attr)
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        real = importlib.import_module(name)
+        self.__dict__.update((k, v) for k, v in real.__dict__.items() if not k.startswith("__"))
+        return getattr(real, attr)
+
+
+# The trio modules that define everything the daemon and pyfuse3 use: run, nurseries, Lock, the signal
+# receiver, and the lowlevel waits, tasks and checkpoints (trio's own code reads those as trio.X and
+# trio.lowlevel.X, so both stand-ins carry all their public names).
+TRIO_PARTS = ("trio._core", "trio._sync", "trio._signals")
+
+
+def slim_trio() -> None:
+    """Import trio as TRIO_PARTS only (see the module doc). With a trio whose layout differs, nothing is
+    left behind and trio imports as usual."""
+    if "trio" in sys.modules:
+        return
+    from importlib.util import find_spec
+
+    spec = find_spec("trio")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    package, lowlevel = _Partial("trio"), _Partial("trio.lowlevel")
+    package.__spec__, package.__file__ = spec, spec.origin
+    package.__path__ = list(spec.submodule_search_locations)  # so trio's submodules import from there
+    sys.modules["trio"], sys.modules["trio.lowlevel"] = package, lowlevel
+    try:
+        names = {}
+        for part in TRIO_PARTS:
+            names.update((k, v) for k, v in vars(importlib.import_module(part)).items()
+                         if not k.startswith("_") and not isinstance(v, types.ModuleType))
+    except Exception:
+        for name in [n for n in sys.modules if n == "trio" or n.startswith("trio.")]:
+            del sys.modules[name]
+        return
+    package.__dict__.update(names)
+    lowlevel.__dict__.update(names)
+    package.lowlevel = lowlevel  # type: ignore[attr-defined]
 
 
 class _PackageNotFound(ModuleNotFoundError):

@@ -59,14 +59,11 @@ def install_fast_wait() -> bool:
     async def wait_readable() -> bool:
         nonlocal burst, turn_due
         if burst:
-            if poller.poll(0):
+            # Queued already: poll returns at once. Empty: wait for it here, until trio's turn is due.
+            left_ms = (turn_due - time.monotonic_ns()) // 1_000_000
+            if poller.poll(left_ms if left_ms > 0 else 0):
                 burst -= 1
                 return True  # readable (or hung up: the read that follows sees the unmount and ends the loop)
-            # Queue empty: wait for the next request here, but only until trio's turn is due.
-            left_ms = (turn_due - time.monotonic_ns()) // 1_000_000
-            if left_ms > 0 and poller.poll(left_ms):
-                burst -= 1
-                return True
         burst = BURST
         readable = await orig()
         turn_due = time.monotonic_ns() + IDLE_POLL_MS * 1_000_000
