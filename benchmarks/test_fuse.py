@@ -11,6 +11,11 @@ backend mounts that same stack with its own empty upper dir:
 files stay in the host page cache, for all three alike: we do not drop the machine-wide caches on a host
 shared with other jobs). "warm": one mount per benchmark, one untimed run of the workload, then the
 timed rounds on the same mount. Mounting and unmounting are never timed.
+
+No file is deleted while this file's benchmarks run: a closed mount's upper dir goes to a trash dir that
+is emptied after the last one. On this VM's ext4 (no journal), creating inodes within ~30 s of many
+deletions costs up to 10-20x (the inode allocator steps over recently freed inodes), so deleting each
+round's upper dir would slow whichever backend happened to run next, whatever the overlay.
 """
 from __future__ import annotations
 
@@ -141,13 +146,17 @@ class Mount:
     def _mounted(self) -> bool:
         return any(m.mount_point == str(self.rootfs) for m in mountinfo.read())
 
-    def close(self) -> None:
+    def close(self, trash: Path) -> None:
+        """Unmount and undo everything, moving the upper dir into `trash` rather than deleting it."""
+        if self._mounted():
+            subprocess.run(["umount", str(self.rootfs)], check=True)   # the daemon, if any, then exits
+        upper = Path(self._prepared.upper) if self._prepared is not None else self.where / "upper"
+        if upper.exists():
+            upper.rename(trash / f"{len(list(trash.iterdir()))}")
         if self._prepared is not None:
-            self._prepared.teardown()
+            self._prepared.teardown()   # an unmounted stack and a gone upper dir are no error
             shutil.rmtree(self.where, ignore_errors=True)
             return
-        if self._mounted():
-            subprocess.run(["umount", str(self.rootfs)], check=True)
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -167,8 +176,8 @@ class Mount:
 class Mounts:
     """Fresh mounts on demand under one work dir; whatever is still mounted is closed at the end."""
 
-    def __init__(self, layers: list[Path], base: Path) -> None:
-        self.layers, self.base, self.n, self.live = layers, base, 0, []
+    def __init__(self, layers: list[Path], base: Path, trash: Path) -> None:
+        self.layers, self.base, self.trash, self.n, self.live = layers, base, trash, 0, []
 
     def open(self, backend: str, volatile: bool = False) -> Mount:
         self.n += 1
@@ -178,16 +187,24 @@ class Mounts:
 
     def close(self, m: Mount) -> None:
         self.live.remove(m)
-        m.close()
+        m.close(self.trash)
 
     def close_all(self) -> None:
         while self.live:
             self.close(self.live[-1])
 
 
+@pytest.fixture(scope="module")
+def trash(tmp_path_factory):
+    """Where closed mounts' upper dirs wait, emptied after this file's last benchmark (see the module doc)."""
+    path = tmp_path_factory.mktemp("fuse-trash")
+    yield path
+    shutil.rmtree(path)
+
+
 @pytest.fixture
-def mounts(layer_stack: dict, tmp_path: Path):
-    ms = Mounts(layer_stack["layers"], tmp_path)
+def mounts(layer_stack: dict, tmp_path: Path, trash: Path):
+    ms = Mounts(layer_stack["layers"], tmp_path, trash)
     yield ms
     ms.close_all()
 
