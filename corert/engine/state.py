@@ -25,6 +25,7 @@ from corert.spec import OCI_VERSION
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
+SHORTCUT_FILE = "shortcut"   # the native CLI front's plan (engine/shortcut.py): every save voids it
 
 # runc's container id rule; "." and ".." are excluded separately (they would escape the root).
 # runc's id rule ^[\w+\-.]+$ with Go's ASCII-only \w, checked without `re` (a cold-start cost).
@@ -239,8 +240,12 @@ class StateStore:
         No fsync (runc does none either): the rename already means a reader or a crashed writer never
         sees half a record, and state describes processes that a power loss ends anyway. Three saves
         per `run` would otherwise cost ~3.5 ms of fsync where the root is on disk, as it is here."""
-        write_atomic(os.path.join(self.container_dir(record.id), STATE_FILE),
-                      jsonio.dumps(record.to_dict()).encode())
+        directory = self.container_dir(record.id)
+        write_atomic(os.path.join(directory, STATE_FILE), jsonio.dumps(record.to_dict()).encode())
+        try:
+            os.unlink(os.path.join(directory, SHORTCUT_FILE))
+        except FileNotFoundError:
+            pass
 
     def remove(self, container_id: str) -> None:
         """Remove the container's directory and everything in it (idempotent)."""

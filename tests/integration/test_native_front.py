@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -38,8 +39,8 @@ class Spied(Cli):
 
 
 def _verb(words: list[str]) -> str:
-    while words[0].startswith("-"):   # the tests' global flags all take a value: --root R, --log F, ...
-        words = words[2:]
+    while words[0].startswith("-"):   # the tests' global flags: --root R, --log F, --log-format F, --x=V
+        words = words[1:] if "=" in words[0] else words[2:]
     return words[0]
 
 
@@ -155,9 +156,9 @@ def test_the_container_lock_is_honoured(front, bundle, state_root):
     fd = os.open(state_root / "locked", os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     released = threading.Timer(0.5, lambda: os.close(fd))   # closing the fd drops the lock
+    began = time.monotonic()
     released.start()
     try:
-        began = time.monotonic()
         front("start", "locked", check=True)
         assert time.monotonic() - began >= 0.5    # it waited for the lock (the Python CLI's wait)
     finally:
@@ -178,3 +179,58 @@ def test_without_the_python_cli_the_front_still_starts_and_deletes(front, bundle
     r = front("--version")
     assert r.returncode == 1
     assert r.stderr.startswith("corert: cannot run the Python CLI ") and len(r.stderr.splitlines()) == 1
+
+
+def test_flag_spellings_engines_use(front, bundle, state_root, tmp_path):
+    """--root=R, -root R, -f: all done natively; an empty --root means the default root to the Python CLI."""
+    front("create", "--bundle", str(bundle), "spell", check=True)
+    binary = front.binary
+    front.handed_over()
+    r = subprocess.run([binary, f"--root={state_root}", "start", "spell"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: not (state_root / "spell" / "exec.fifo").exists(), "the fifo to go", interval=0.02)
+    pid = json.loads((state_root / "spell" / "state.json").read_text())["pid"]
+    wait_for(lambda: exited(pid), "the init to exit", interval=0.02)
+    r = subprocess.run([binary, "-root", str(state_root), "delete", "-f", "spell"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert front.handed_over() == []
+    assert not (state_root / "spell").exists()
+    r = subprocess.run([binary, "--root=", "--log", str(tmp_path / "log"), "delete", "--force", "spell"],
+                       capture_output=True, text=True)
+    assert front.handed_over() == ["delete"]
+
+
+def test_a_busy_cgroup_goes_to_the_python_cli(front, bundle, state_root):
+    """Without a pid namespace the init's child outlives it in the cgroup: the front must not act on it."""
+    config = set_args(bundle, "sh", "-c", "sleep 60 & exit 0")
+    config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "pid"]
+    write_config(bundle, config)
+    front("create", "--bundle", str(bundle), "busy", check=True)
+    record = json.loads((state_root / "busy" / "state.json").read_text())
+    cgroup = record["cgroup"]
+    procs = Path(next(iter(cgroup["dirs"].values())) if cgroup["driver"] == "v1" else cgroup["path"]) / "cgroup.procs"
+    front("start", "busy", check=True)
+    wait_for(lambda: exited(record["pid"]), "the init to exit", interval=0.02)
+    left = wait_for(lambda: [int(p) for p in procs.read_text().split()], "the init's child in the cgroup")
+    front.handed_over()
+    front("delete", "busy", check=True)
+    assert front.handed_over() == ["delete"]      # the cgroup was busy: the Python CLI killed the child
+    assert all(exited(p) for p in left)
+    assert not procs.parent.exists()
+
+
+def test_an_init_dying_at_start_is_reported_by_the_front(front, bundle, tmp_path):
+    config = read_config(bundle)
+    config["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]}]}
+    write_config(bundle, config)
+    front("create", "--bundle", str(bundle), "dies", check=True)
+    front.handed_over()
+    log = tmp_path / "log.json"
+    r = front("--log", str(log), "--log-format", "json", "start", "dies")
+    message = "container 'dies': init exited before it could be started"
+    assert (r.returncode, r.stderr.strip()) == (1, f"corert: {message}")
+    entry = json.loads(log.read_text())
+    assert entry["level"] == "error" and entry["msg"] == message and entry["time"]
+    assert front.handed_over() == []
+    front("delete", "dies", check=True)
+    assert front.handed_over() == []

@@ -51,6 +51,20 @@ static int valid_id(const char *id)
     return 1;
 }
 
+/* No "." or ".." component: Python's os.path.abspath collapses those as text, the kernel follows symlinks
+ * first, so only such paths name the same directory for both. */
+static int plain_path(const char *path)
+{
+    for (const char *p = path; *p; ) {
+        const char *end = strchrnul(p, '/');
+        size_t len = (size_t)(end - p);
+        if ((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+            return 0;
+        p = *end ? end + 1 : end;
+    }
+    return 1;
+}
+
 /* A global flag's name with its dashes (one or two, Go `flag` style) stripped; NULL if not a flag. */
 static const char *flag_name(const char *arg)
 {
@@ -96,9 +110,9 @@ int main(int argc, char **argv)
     const char *verb = argv[i++];
     int force = 0;
     if (!strcmp(verb, "delete")) {
+        /* the spellings corert/cli/parse.py takes for runc's --force */
         for (; i < argc && argv[i][0] == '-'; i++) {
-            const char *flag = flag_name(argv[i]);
-            if (flag && (!strcmp(flag, "force") || !strcmp(flag, "f")))
+            if (!strcmp(argv[i], "--force") || !strcmp(argv[i], "-force") || !strcmp(argv[i], "-f"))
                 force = 1;
             else
                 return fallback();
@@ -106,9 +120,11 @@ int main(int argc, char **argv)
     } else if (strcmp(verb, "start") != 0) {
         return fallback();
     }
-    if (argc - i != 1 || !valid_id(argv[i]))
+    if (argc - i != 1 || argv[i][0] == '-' || !valid_id(argv[i]))
         return fallback();
     const char *id = argv[i];
+    if (root && (!*root || !plain_path(root)))
+        return fallback();                 /* "" means the default root to Python; see plain_path */
     if (!root) {
         /* engine/state.py:default_root, for the one case that needs no more than this */
         const char *xdg = getenv("XDG_RUNTIME_DIR");

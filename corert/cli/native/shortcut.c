@@ -71,13 +71,14 @@ static int split_tabs(char *line, char **fields, int max)
     return n;
 }
 
-/* Parse the plan text in place; whether it is complete and valid and describes this state.json. */
-static int parse_plan(struct sc_container *c)
+/* Parse the plan text in place; whether it is complete and valid and describes this state.json of
+ * container `id`. */
+static int parse_plan(struct sc_container *c, const char *id)
 {
     struct stat st;
     if (fstatat(c->dirfd, STATE_FILE, &st, AT_SYMLINK_NOFOLLOW) < 0)
         return -1;
-    int saw_state = 0, saw_init = 0, saw_end = 0, first = 1;
+    int saw_id = 0, saw_state = 0, saw_init = 0, saw_end = 0, first = 1;
     char *save = NULL;
     for (char *line = strtok_r(c->text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         if (saw_end)
@@ -91,7 +92,11 @@ static int parse_plan(struct sc_container *c)
         char *f[5];
         int n = split_tabs(line, f, 5);
         unsigned long long a, b, ns;
-        if (n == 4 && strcmp(f[0], "state") == 0) {
+        if (n == 2 && strcmp(f[0], "id") == 0) {
+            if (strcmp(f[1], id) != 0)
+                return -1;                 /* a renamed state dir: Python refuses it */
+            saw_id = 1;
+        } else if (n == 4 && strcmp(f[0], "state") == 0) {
             /* state.json is only ever replaced by rename: any later save is another file. */
             if (parse_ull(f[1], &a) || parse_ull(f[2], &b) || parse_ull(f[3], &ns))
                 return -1;
@@ -121,7 +126,7 @@ static int parse_plan(struct sc_container *c)
             return -1;                     /* a line this front does not know: the Python CLI does */
         }
     }
-    return (saw_state && saw_init && saw_end) ? 0 : -1;
+    return (saw_id && saw_state && saw_init && saw_end) ? 0 : -1;
 }
 
 enum sc_result sc_open(struct sc_container *c, const char *root, const char *id)
@@ -138,7 +143,7 @@ enum sc_result sc_open(struct sc_container *c, const char *root, const char *id)
      * waits for it with its own timeout and messages. */
     if (flock(c->dirfd, LOCK_EX | LOCK_NB) < 0)
         goto fallback;
-    if (read_small(c->dirfd, PLAN_FILE, c->text, sizeof c->text) < 0 || parse_plan(c) < 0)
+    if (read_small(c->dirfd, PLAN_FILE, c->text, sizeof c->text) < 0 || parse_plan(c, id) < 0)
         goto fallback;
     return SC_DONE;
 fallback:
@@ -189,8 +194,11 @@ int sc_maybe_paused(const struct sc_container *c)
 {
     char buf[4096];
     for (int i = 0; i < c->n_pause_checks; i++) {
-        if (read_small(AT_FDCWD, c->pause_checks[i].path, buf, sizeof buf) < 0)
-            return errno == ENOENT ? 0 : 1;   /* cgroup gone: it cannot be frozen (live_status agrees) */
+        if (read_small(AT_FDCWD, c->pause_checks[i].path, buf, sizeof buf) < 0) {
+            if (errno == ENOENT)
+                continue;                  /* cgroup gone: it cannot be frozen (live_status agrees) */
+            return 1;
+        }
         size_t len = strlen(c->pause_checks[i].line);
         for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
             if (strncmp(line, c->pause_checks[i].line, len) == 0 && (line[len] == '\n' || line[len] == '\0'))
