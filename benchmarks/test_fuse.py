@@ -12,8 +12,8 @@ files stay in the host page cache, for all three alike: we do not drop the machi
 shared with other jobs). "warm": one mount per benchmark, one untimed run of the workload, then the
 timed rounds on the same mount. Mounting and unmounting are never timed.
 
-No file is deleted while this file's benchmarks run: a closed mount's upper dir goes to a trash dir that
-is emptied after the last one. On this VM's ext4 (no journal), creating inodes within ~30 s of many
+No upper dir is deleted while this file's benchmarks run: a closed mount's upper dir goes to a trash dir
+that is emptied after the last one (the copy-up rounds leave ~100 MB each there: ~2 GB at 3 rounds). On this VM's ext4 (no journal), creating inodes within ~30 s of many
 deletions costs up to 10-20x (the inode allocator steps over recently freed inodes), so deleting each
 round's upper dir would slow whichever backend happened to run next, whatever the overlay.
 """
@@ -31,6 +31,8 @@ import pytest
 
 from corert import mountinfo
 from corert.drivers.storage import get_driver
+from corert.drivers.storage.base import unmount
+from corert.errors import ResourceError
 
 ROUNDS = int(os.environ.get("BENCH_FUSE_ROUNDS") or min(int(os.environ.get("BENCH_ROUNDS", "3")), 5))
 LAYERS = 3
@@ -116,8 +118,8 @@ def _python_tree(root: Path) -> None:
 class Mount:
     """One mounted stack: .rootfs, .pid (the daemon; None for the kernel), .close() undoes everything."""
 
-    def __init__(self, backend: str, layers: list[Path], where: Path, volatile: bool = False) -> None:
-        self.backend, self.where, self.pid = backend, where, None
+    def __init__(self, backend: str, layers: list[Path], where: Path, trash: Path, volatile: bool = False) -> None:
+        self.backend, self.where, self.trash, self.pid = backend, where, trash, None
         self._prepared = self._proc = None
         if backend in ("kernel", "corert"):
             driver = get_driver("overlay" if backend == "kernel" else "fuse", volatile=volatile)
@@ -146,13 +148,14 @@ class Mount:
     def _mounted(self) -> bool:
         return any(m.mount_point == str(self.rootfs) for m in mountinfo.read())
 
-    def close(self, trash: Path) -> None:
-        """Unmount and undo everything, moving the upper dir into `trash` rather than deleting it."""
-        if self._mounted():
-            subprocess.run(["umount", str(self.rootfs)], check=True)   # the daemon, if any, then exits
-        upper = Path(self._prepared.upper) if self._prepared is not None else self.where / "upper"
-        if upper.exists():
-            upper.rename(trash / f"{len(list(trash.iterdir()))}")
+    def close(self) -> None:
+        """Unmount and undo everything, moving the upper dir into the trash rather than deleting it."""
+        try:
+            unmount(self.rootfs)   # lazily detached when busy; a FUSE daemon then exits
+            upper = Path(self._prepared.upper) if self._prepared is not None else self.where / "upper"
+            upper.rename(self.trash / f"{len(list(self.trash.iterdir()))}")
+        except (OSError, ResourceError):
+            pass   # still mounted, or no upper dir: teardown below deletes whatever is left
         if self._prepared is not None:
             self._prepared.teardown()   # an unmounted stack and a gone upper dir are no error
             shutil.rmtree(self.where, ignore_errors=True)
@@ -181,13 +184,13 @@ class Mounts:
 
     def open(self, backend: str, volatile: bool = False) -> Mount:
         self.n += 1
-        m = Mount(backend, self.layers, self.base / f"m{self.n}", volatile)
+        m = Mount(backend, self.layers, self.base / f"m{self.n}", self.trash, volatile)
         self.live.append(m)
         return m
 
     def close(self, m: Mount) -> None:
+        m.close()
         self.live.remove(m)
-        m.close(self.trash)
 
     def close_all(self) -> None:
         while self.live:

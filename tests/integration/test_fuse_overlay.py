@@ -453,6 +453,42 @@ def test_new_entries_in_a_set_gid_dir(mounted) -> None:
             assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == want, (root, name)
 
 
+def test_replacing_a_whiteout_in_a_set_gid_dir(tmp_path: Path, stack: list[Path]) -> None:
+    """Names deleted from a lower set-gid dir and made again (a package upgrade does that in /var/mail) get
+    the dir's group, a dir also the bit, as on a local fs. They are made aside in the work dir and renamed
+    over the whiteout, so the daemon must apply the parent's rule itself."""
+    sg = stack[0] / "sg"
+    sg.mkdir()
+    (sg / "f").write_text("old\n")
+    (sg / "d").mkdir()
+    os.symlink("x", sg / "l")
+    (sg / "rootf").write_text("old\n")
+    os.chown(sg, 0, 5678)
+    os.chmod(sg, 0o2777)
+    rootfs = FuseOverlayDriver(python=PYTHON).prepare("corert-test-sgw", stack, tmp_path / "corert-sgw")
+    try:
+        m = rootfs.rootfs / "sg"
+        r = subprocess.run(["sh", "-c", f"umask 022 && rm -r {m}/f {m}/d {m}/l && echo hi > {m}/f && mkdir {m}/d"
+                            f" && ln -s y {m}/l"], user=1234, group=4321, extra_groups=[], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        os.unlink(m / "rootf")
+        old = os.umask(0o022)
+        try:
+            (m / "rootf").write_text("new\n")
+        finally:
+            os.umask(old)
+        expected = {"f": (1234, 5678, 0o644), "d": (1234, 5678, 0o2755), "rootf": (0, 5678, 0o644)}
+        for root in (rootfs.rootfs, rootfs.upper):
+            for name, want in expected.items():
+                st = os.lstat(root / "sg" / name)
+                assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == want, (root, name)
+            st = os.lstat(root / "sg" / "l")
+            assert (st.st_uid, st.st_gid) == (1234, 5678), root
+    finally:
+        rootfs.teardown()
+
+
 def test_interop_with_kernel_overlayfs(tmp_path: Path, mounted, stack: list[Path]) -> None:
     """Whatever the FUSE daemon wrote into upper, kernel overlayfs shows the same way (and vice versa)."""
     m = mounted.rootfs

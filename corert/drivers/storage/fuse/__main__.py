@@ -58,7 +58,7 @@ def _parse(argv: list[str]) -> Args:
             if opt == "--lower":
                 args.lower.append(value)
             elif opt == "--ready-fd":
-                if not value.lstrip("-").isdigit():
+                if not (value[1:] if value.startswith("-") else value).isdigit():
                     raise SystemExit(f"--ready-fd: not a number: {value!r}\n{USAGE}")
                 args.ready_fd = int(value)
             else:

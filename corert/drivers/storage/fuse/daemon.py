@@ -171,6 +171,7 @@ class Overlay(pyfuse3.Operations):
         self.work = os.fsencode(os.path.abspath(work))
         # root of the host, not of a user namespace (a rootless daemon runs as root of one: see driver.py)
         self.is_root = os.geteuid() == 0 and not in_user_namespace()
+        self.egid = os.getegid()
         self.opaque_xattr = OPAQUE_XATTRS[0] if self.is_root else OPAQUE_XATTRS[1]
         self.gen = 0
         self.tmp_seq = 0
@@ -719,7 +720,7 @@ class Overlay(pyfuse3.Operations):
         try:
             st = os.fstat(fd) if fd is not None else os.lstat(target)
             if self.is_root:
-                st = self._give_owner(handle, st, ctx, mode, kind, pdir)
+                st = self._give_owner(handle, st, ctx, mode, kind, pdir, in_parent=not whiteout)
             if whiteout:
                 if kind == stat.S_IFDIR:
                     self._set_opaque(target)  # the lower dir this whiteout hid must stay hidden
@@ -742,25 +743,35 @@ class Overlay(pyfuse3.Operations):
         return node, st, fd
 
     def _give_owner(self, target: bytes | int, st: os.stat_result, ctx: pyfuse3.RequestContext, mode: int,
-                    kind: int, pdir: bytes) -> os.stat_result:
+                    kind: int, pdir: bytes, *, in_parent: bool) -> os.stat_result:
         """As root: give a new entry (stat st) the caller's owner, the dir's group in a set-gid dir, and set-id
-        bits as asked; return its stat after. Owner and mode calls that would change nothing are skipped."""
+        bits as asked; return its stat after. Owner and mode calls that would change nothing are skipped.
+
+        in_parent: made in pdir itself, so it got pdir's set-gid treatment from the kernel. Otherwise (made in
+        the work dir, to replace a whiteout) the rule is read from pdir, not from what the entry inherited."""
         gid = ctx.gid
-        if st.st_gid != gid:
-            # Created with our group or, in a set-gid dir, with the dir's; a new dir says which (it inherits
-            # the set-gid bit), a file only when its group is not ours.
-            if kind == stat.S_IFDIR:
-                sgid_parent = bool(st.st_mode & stat.S_ISGID)
-            else:
-                sgid_parent = st.st_gid != os.getegid() or bool(os.lstat(pdir).st_mode & stat.S_ISGID)
-            if sgid_parent:
-                gid = st.st_gid
+        if not in_parent:
+            pst = os.lstat(pdir)
+            if pst.st_mode & stat.S_ISGID:
+                gid = pst.st_gid
+            inherited_sgid = pst.st_mode & stat.S_ISGID if kind == stat.S_IFDIR else 0
+        else:
+            if st.st_gid != gid:
+                # Created with our group or, in a set-gid dir, with the dir's; a new dir says which (it
+                # inherits the set-gid bit), a file only when its group is not ours.
+                if kind == stat.S_IFDIR:
+                    sgid_parent = bool(st.st_mode & stat.S_ISGID)
+                else:
+                    sgid_parent = st.st_gid != self.egid or bool(os.lstat(pdir).st_mode & stat.S_ISGID)
+                if sgid_parent:
+                    gid = st.st_gid
+            inherited_sgid = st.st_mode & stat.S_ISGID if kind == stat.S_IFDIR else 0
         changed = False
         if st.st_uid != ctx.uid or st.st_gid != gid:
             self._chown(target, ctx.uid, gid)  # clears set-id bits of a non-dir: restored below
             changed = True
         if kind != stat.S_IFLNK and (mode & (stat.S_ISUID | stat.S_ISGID) or kind == stat.S_IFDIR):
-            want = stat.S_IMODE(mode) | (st.st_mode & stat.S_ISGID if kind == stat.S_IFDIR else 0)
+            want = stat.S_IMODE(mode) | inherited_sgid
             if changed or want != stat.S_IMODE(st.st_mode):
                 os.chmod(target, want)
                 changed = True
