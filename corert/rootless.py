@@ -133,10 +133,8 @@ def fork_into_userns(maps: tuple[list[dict], list[dict]]) -> int:
             os.close(go_r)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-            try:
-                os.setgroups([])   # the user's supplementary groups are unmapped here
-            except OSError:
-                pass
+            # The user's supplementary groups are kept: unmapped here (they show as the overflow gid), they
+            # still grant what they grant the user outside, e.g. reading a build context file of one.
         except BaseException as e:  # noqa: BLE001 - the child never returns into the caller on failure
             try:
                 os.write(up_w, b"e" + str(e).encode(errors="replace")[:400])

@@ -106,3 +106,35 @@ def test_build_add_writes_into_an_unpacked_dir_of_another_owner(clean_user, cont
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["/w", "1000:1000 /d/x/keep", "0:0 /d/x/f", "0:0 /d/x/extra", "from context"]
     assert as_user(clean_user, "image", "rm", "mapped-add").returncode == 0
+
+
+@pytest.fixture
+def context_group(clean_user):
+    """A group the test user is in only as a supplementary group (runuser sets those from /etc/group)."""
+    import grp
+    import subprocess
+
+    name = "corert-ctx"
+    subprocess.run(["groupdel", name], capture_output=True)
+    subprocess.run(["groupadd", name], check=True, capture_output=True)
+    try:
+        subprocess.run(["usermod", "-aG", name, clean_user.pw_name], check=True, capture_output=True)
+        yield grp.getgrnam(name)
+    finally:
+        subprocess.run(["gpasswd", "-d", clean_user.pw_name, name], capture_output=True)
+        subprocess.run(["groupdel", name], capture_output=True)
+
+
+def test_build_copies_a_file_readable_through_a_supplementary_group(clean_user, context, context_group):
+    """The build's user-namespace helper keeps the user's supplementary groups, as any process of the user
+    has them: a context file of mode 0640 in one of them is readable to COPY."""
+    (context / "secret").write_text("group-only\n")
+    os.chown(context / "secret", 0, context_group.gr_gid)
+    os.chmod(context / "secret", 0o640)
+    (context / "Containerfile").write_text("FROM busybox\nCOPY secret /secret\n")
+    os.chmod(context / "Containerfile", 0o644)
+    r = as_user(clean_user, "build", "--no-cache", "-t", "mapped-group", str(context), timeout=300)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    r = as_user(clean_user, "run", "--rm", "mapped-group", "cat", "/secret")
+    assert (r.returncode, r.stdout) == (0, "group-only\n"), r.stderr
+    assert as_user(clean_user, "image", "rm", "mapped-group").returncode == 0
