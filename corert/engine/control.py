@@ -10,7 +10,7 @@ import _signal  # signal's C core: the same calls without the Signals enum (~4 m
 import sys
 
 from corert.engine.state import (ContainerRecord, StateStore, init_alive, live_status, oci_state,
-                                 proc_start_time)
+                                 open_pidfd)
 from corert.errors import CorertError, HookError, InvalidState, ResourceError
 
 TYPE_CHECKING = False  # typing costs ~5 ms of cold start; type checkers still see these imports
@@ -86,32 +86,6 @@ def _release_init(store: StateStore, record: ContainerRecord) -> None:
     finally:
         os.close(pidfd)
     os.unlink(fifo)
-
-
-def open_pidfd(record: ContainerRecord) -> int:
-    """A pidfd for the container init, checked against the recorded start time (pid reuse).
-
-    InvalidState when the init is gone; the caller owns (closes) the fd."""
-    try:
-        pidfd = os.pidfd_open(record.pid)
-    except (ProcessLookupError, ValueError):
-        raise InvalidState("container not running") from None
-    # The pidfd pins the process: if the start time matches now, the pidfd refers to our init.
-    if record.pid <= 0 or proc_start_time(record.pid) != record.pid_start:
-        os.close(pidfd)
-        raise InvalidState("container not running")
-    return pidfd
-
-
-def wait_exit(pidfd: int, timeout: float | None = None) -> bool:
-    """Block until the process of `pidfd` exits (at most `timeout` seconds): whether it exited.
-
-    A pidfd turns readable at the exit, also for a process that is not our child (no waitpid)."""
-    import select
-
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
 
 
 def kill(store: StateStore, container_id: str, sig: int, all: bool = False) -> None:

@@ -10,7 +10,6 @@ import _signal  # signal's C core: the same calls without the Signals enum (~4 m
 import sys
 
 from corert.engine.state import ContainerRecord, StateStore, proc_start_time, rfc3339_nano
-from corert.engine.shortcut import write_plan
 from corert._record import Record, Required
 from corert.engine.undo import UndoStack
 from corert.errors import CorertError
@@ -183,6 +182,7 @@ def create_from_config(store: StateStore, container_id: str, bundle: str | os.Pa
         record.status = "created"
         store.save(record)
         if shortcut:   # the OCI verb: `start` and `delete` come as commands of their own (engine/shortcut.py)
+            from corert.engine.shortcut import write_plan
             write_plan(store, record, cgroup)
         if pid_file:
             write_pid_file(pid_file, init_pid)

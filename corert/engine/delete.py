@@ -86,7 +86,7 @@ def destroy(store: StateStore, record: ContainerRecord, status: str) -> None:
 
 def _kill_and_wait(pid: int, timeout: float = 10.0) -> None:
     """SIGKILL the init and wait until it is really gone (it may not be our child: use a pidfd)."""
-    from corert.engine.control import wait_exit
+    from corert.engine.state import wait_exit
 
     try:
         pidfd = os.pidfd_open(pid)

@@ -12,8 +12,8 @@ leaves, next to state.json, what those two verbs need to know, in a form C reads
     rmdir<TAB>DIR                               cgroup dirs an empty container's teardown removes, in order
     end
 
-A plan is only written for a container whose teardown is just that: no storage, network, connected
-networks or poststart/poststop hooks. Every later save of the record (`update`, `network connect`)
+A plan is only written by the OCI `create` (its containers have no storage or network of the front door's),
+and only for a container without poststart/poststop hooks: its teardown is then just the above. Every later save of the record (`update`, `network connect`)
 removes it (StateStore.save), and the front also checks that state.json is still the file the plan was
 made from (saves replace it by rename). It takes the container lock as every verb does, and hands the command to the
 Python CLI for anything outside the plan: a live init at delete, a stopped or paused one at start, a
@@ -33,8 +33,7 @@ def plan_text(record: ContainerRecord, cgroup, state: os.stat_result) -> str | N
     """The plan for `record` (cgroup: its CgroupHandle; state: os.stat of its saved state.json), or None
     when the native front must leave this container to the Python CLI."""
     hooks = record.hooks or {}
-    if (record.storage or record.network or record.extra.get("connected") or hooks.get("poststart")
-            or hooks.get("poststop") or record.pid <= 0):
+    if hooks.get("poststart") or hooks.get("poststop"):
         return None
     dirs, frozen = cgroup.shortcut()
     fields = [*dirs, *(f for pair in frozen for f in pair)]

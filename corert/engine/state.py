@@ -19,7 +19,7 @@ import os
 import time
 
 from corert import jsonio
-from corert.errors import ContainerExists, ContainerNotFound, CorertError
+from corert.errors import ContainerExists, ContainerNotFound, CorertError, InvalidState
 from corert.fsutil import remove_tree, write_atomic
 from corert.spec import OCI_VERSION
 
@@ -321,6 +321,32 @@ def process_alive(pid: int, start: int | None) -> bool:
         return False
     st = proc_stat(pid)
     return st is not None and st[0] not in ("Z", "X", "x") and st[1] == start
+
+
+def open_pidfd(record: ContainerRecord) -> int:
+    """A pidfd for the container init, checked against the recorded start time (pid reuse).
+
+    InvalidState when the init is gone; the caller owns (closes) the fd."""
+    try:
+        pidfd = os.pidfd_open(record.pid)
+    except (ProcessLookupError, ValueError):
+        raise InvalidState("container not running") from None
+    # The pidfd pins the process: if the start time matches now, the pidfd refers to our init.
+    if record.pid <= 0 or proc_start_time(record.pid) != record.pid_start:
+        os.close(pidfd)
+        raise InvalidState("container not running")
+    return pidfd
+
+
+def wait_exit(pidfd: int, timeout: float | None = None) -> bool:
+    """Block until the process of `pidfd` exits (at most `timeout` seconds): whether it exited.
+
+    A pidfd turns readable at the exit, also for a process that is not our child (no waitpid)."""
+    import select
+
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
 
 
 def init_alive(record: ContainerRecord) -> bool:

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from corert.engine.control import open_pidfd, resume, wait_exit
+from corert.engine.control import resume
+from corert.engine.state import open_pidfd, wait_exit
 from corert.engine.state import ContainerRecord, StateStore, live_status
 from corert.errors import ContainerExists, ContainerNotFound, CorertError, InvalidState, UsageError
 from corert.fsutil import remove_tree

@@ -12,9 +12,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PLAN_FILE "shortcut"
-#define PLAN_MAGIC "corert-shortcut 1"
-#define STATE_FILE "state.json"
 
 /* Read a whole small file into buf (NUL-terminated); its length, or -1 (errno set; E2BIG if too big). */
 static ssize_t read_small(int dirfd, const char *path, char *buf, size_t size)
@@ -154,10 +151,7 @@ fallback:
 void sc_close(struct sc_container *c)
 {
     if (c->dirfd >= 0) {
-        /* Unlock before close: nothing else shares this open file description, but be explicit, as
-         * the Python side is (engine/state.py). */
-        flock(c->dirfd, LOCK_UN);
-        close(c->dirfd);
+        close(c->dirfd);                   /* drops the flock: nothing else shares this file description */
         c->dirfd = -1;
     }
 }

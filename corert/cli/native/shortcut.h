@@ -9,6 +9,12 @@
 
 #include <sys/types.h>
 
+/* The names of corert/engine/state.py (STATE_FILE, EXEC_FIFO, SHORTCUT_FILE) and engine/shortcut.py (MAGIC). */
+#define STATE_FILE "state.json"
+#define EXEC_FIFO "exec.fifo"
+#define PLAN_FILE "shortcut"
+#define PLAN_MAGIC "corert-shortcut 1"
+
 enum sc_result {
     SC_DONE = 0,       /* the verb is done: exit 0 */
     SC_FALLBACK = 1,   /* nothing irreversible happened: let the Python CLI run the command */

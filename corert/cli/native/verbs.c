@@ -21,20 +21,16 @@
 #define SYS_pidfd_open 434                 /* the same number on every architecture */
 #endif
 
-#define EXEC_FIFO "exec.fifo"
-#define STATE_FILE "state.json"
 #define MAX_ENTRIES 64                     /* of a plain container's state dir: state.json, shortcut, fifo */
 
 enum sc_result sc_start(struct sc_container *c, const char *id)
 {
-    /* Python refuses a stopped or paused container with its own messages: let it. */
-    if (sc_init_alive(c) != 1 || sc_maybe_paused(c))
-        return SC_FALLBACK;
+    /* The pidfd pins the process: if the start time then matches, it refers to our init. Python refuses a
+     * stopped or paused container with its own messages: let it. */
     int pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
     if (pidfd < 0)
         return SC_FALLBACK;
-    /* The pidfd pins the process: if the start time still matches, it refers to our init. */
-    if (sc_init_alive(c) != 1) {
+    if (sc_init_alive(c) != 1 || sc_maybe_paused(c)) {
         close(pidfd);
         return SC_FALLBACK;
     }

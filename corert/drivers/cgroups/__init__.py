@@ -25,16 +25,17 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def get_driver(name: str, note: str | None = None) -> "CgroupDriver":
-    """The driver registered under name ("v1", "v2", "none"), without probing the host."""
+def get_driver(name: str, note: str | None = None, host: tuple | None = None) -> "CgroupDriver":
+    """The driver registered under name ("v1", "v2", "none"), without probing the host. host: _util.host_view()
+    as the caller has read it already, if any."""
     if name == "v1":
         from .v1 import V1Driver
 
-        return V1Driver(note)
+        return V1Driver(note, host)
     if name == "v2":
         from .v2 import V2Driver
 
-        return V2Driver(note)
+        return V2Driver(note, host)
     if name == "none":
         from .none import NoneDriver
 
@@ -120,4 +121,4 @@ def detect(manager: str = "auto") -> "CgroupDriver":
         if closed:
             return get_driver("none", f"rootless: cgroup {closed[0]} is not delegated to uid {os.geteuid()}; "
                                       f"running without cgroup limits")
-    return get_driver(kind)
+    return get_driver(kind, host=(mounts, current))

@@ -23,6 +23,12 @@ def current_cgroups() -> dict[str, str]:
         return parse_proc_cgroup(f.read())
 
 
+def host_view(view: tuple | None = None) -> tuple[list[tuple[str, str, str, frozenset[str]]], dict[str, str]]:
+    """What a driver reads of the host: (cgroup_mounts(), current_cgroups()); `view` when the caller has read
+    it already (detect() does, to choose the driver, and hands it on: one parse of each per `create`)."""
+    return view if view is not None else (cgroup_mounts(), current_cgroups())
+
+
 def read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
@@ -40,6 +46,14 @@ def read_int(path: str, default: int = 0) -> int:
         return int(text.split()[0])
     except (ValueError, IndexError):
         return default
+
+
+def holds_line(path: str, line: str) -> bool:
+    """Whether the file has `line` as one of its lines; False when it cannot be read (a cgroup gone)."""
+    try:
+        return line in read(path).splitlines()
+    except OSError:
+        return False
 
 
 def read_kv(path: str) -> dict[str, int]:

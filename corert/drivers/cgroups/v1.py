@@ -29,13 +29,11 @@ class _Hierarchy:
         self.named = all(c.startswith("name=") for c in controllers)
 
 
-def hierarchies(mounts: list[tuple[str, str, str, frozenset[str]]] | None = None,
-                current: dict[str, str] | None = None) -> list[_Hierarchy]:
-    """Mounted v1 hierarchies (first mount of each), with our current cgroup in each. mounts/current:
-    u.cgroup_mounts()/u.current_cgroups() when the caller has read them already."""
-    current = u.current_cgroups() if current is None else current
+def hierarchies(host: tuple | None = None) -> list[_Hierarchy]:
+    """Mounted v1 hierarchies (first mount of each), with our current cgroup in each (host: u.host_view)."""
+    mounts, current = u.host_view(host)
     found: dict[str, _Hierarchy] = {}
-    for fstype, mountpoint, root, controllers in u.cgroup_mounts() if mounts is None else mounts:
+    for fstype, mountpoint, root, controllers in mounts:
         if fstype != "cgroup" or not controllers:
             continue
         h = _Hierarchy(controllers, mountpoint, root, "/")
@@ -49,14 +47,15 @@ def hierarchies(mounts: list[tuple[str, str, str, frozenset[str]]] | None = None
 class V1Driver:
     name = "v1"
 
-    def __init__(self, note: str | None = None) -> None:
+    def __init__(self, note: str | None = None, host: tuple | None = None) -> None:
         self.note = note
+        self._host = host   # what detect() read of the host; read at create when None
 
     def create(self, container_id: str, cgroups_path: str | None, resources: dict | None) -> "V1Handle":
         resources = resources or {}
         _refuse_unified(resources)
-        mounts, current = u.cgroup_mounts(), u.current_cgroups()
-        hiers = hierarchies(mounts, current)
+        mounts, current = u.host_view(self._host)
+        hiers = hierarchies((mounts, current))
         if not any(not h.named for h in hiers):
             raise ResourceError("cgroup v1: no controller hierarchy is mounted")
         dirs: dict[str, str] = {}
@@ -201,14 +200,13 @@ class V1Handle:
             found |= u.procs(d)
         return sorted(found)
 
-    def is_frozen(self) -> bool:
+    def _frozen_markers(self) -> list[tuple[str, str]]:
+        """(file, line): frozen when the file holds the line (also what the native front checks)."""
         d = self._dir("freezer")
-        if d is None:
-            return False
-        try:
-            return u.read(os.path.join(d, "freezer.state")) == "FROZEN"
-        except OSError:
-            return False
+        return [(os.path.join(d, "freezer.state"), "FROZEN")] if d else []
+
+    def is_frozen(self) -> bool:
+        return any(u.holds_line(path, line) for path, line in self._frozen_markers())
 
     def freeze(self) -> None:
         path = os.path.join(self._need("freezer", "pause"), "freezer.state")
@@ -276,8 +274,7 @@ class V1Handle:
             u.rmdir_tree(d)
 
     def shortcut(self) -> tuple[list[str], list[tuple[str, str]]]:
-        freezer = self._dir("freezer")
-        return self._all_dirs(), ([(os.path.join(freezer, "freezer.state"), "FROZEN")] if freezer else [])
+        return self._all_dirs(), self._frozen_markers()
 
     # -- resources ------------------------------------------------------------------------------
     def apply(self, resources: dict, *, update: bool) -> None:

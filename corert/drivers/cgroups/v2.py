@@ -25,9 +25,10 @@ _FIELD_CONTROLLER = {"memory": "memory", "pids": "pids", "blockIO": "io", "hugep
 _REFUSED_UNIFIED = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "cgroup.kill", "cgroup.type")
 
 
-def unified_mount() -> tuple[str, str] | None:
+def unified_mount(mounts: list | None = None) -> tuple[str, str] | None:
     """(mountpoint, root) of the cgroup2 hierarchy, preferring /sys/fs/cgroup; None if not mounted."""
-    found = [(mp, root) for fstype, mp, root, _ in u.cgroup_mounts() if fstype == "cgroup2"]
+    found = [(mp, root) for fstype, mp, root, _ in (u.cgroup_mounts() if mounts is None else mounts)
+             if fstype == "cgroup2"]
     for mp, root in found:
         if mp == "/sys/fs/cgroup":
             return mp, root
@@ -56,21 +57,18 @@ def required_controllers(resources: dict) -> dict[str, str]:
 class V2Driver:
     name = "v2"
 
-    def __init__(self, note: str | None = None, mount: tuple[str, str] | None = None) -> None:
+    def __init__(self, note: str | None = None, host: tuple | None = None) -> None:
         self.note = note
-        self._mount = mount
-
-    def mount(self) -> tuple[str, str]:
-        if self._mount is None:
-            self._mount = unified_mount()
-            if self._mount is None:
-                raise ResourceError("cgroup v2: no cgroup2 filesystem is mounted")
-        return self._mount
+        self._host = host   # what detect() read of the host; read at create when None
 
     def create(self, container_id: str, cgroups_path: str | None, resources: dict | None) -> "V2Handle":
         resources = resources or {}
-        mountpoint, root = self.mount()
-        current = u.current_cgroups().get("", "/")
+        mounts, current_cgroups = u.host_view(self._host)
+        mount = unified_mount(mounts)
+        if mount is None:
+            raise ResourceError("cgroup v2: no cgroup2 filesystem is mounted")
+        mountpoint, root = mount
+        current = current_cgroups.get("", "/")
         target = host_dir(mountpoint, root, resolve_cgroups_path(container_id, cgroups_path, current))
         ours = host_dir(mountpoint, root, current)
         created = u.make_dirs(target)
@@ -172,8 +170,12 @@ class V2Handle:
     def pids(self) -> list[int]:
         return sorted(u.procs(self.path))
 
+    def _frozen_marker(self) -> tuple[str, str]:
+        """(file, line): frozen when the file holds the line (also what the native front checks)."""
+        return self._f("cgroup.events"), "frozen 1"
+
     def is_frozen(self) -> bool:
-        return u.read_kv(self._f("cgroup.events")).get("frozen", 0) == 1
+        return u.holds_line(*self._frozen_marker())
 
     def freeze(self) -> None:
         u.write(self._f("cgroup.freeze"), "1", "pause")
@@ -220,7 +222,7 @@ class V2Handle:
         u.rmdir_tree(self.path)
 
     def shortcut(self) -> tuple[list[str], list[tuple[str, str]]]:
-        return [self.path], [(self._f("cgroup.events"), "frozen 1")]
+        return [self.path], [self._frozen_marker()]
 
     # -- resources ------------------------------------------------------------------------------
     def apply(self, resources: dict, *, update: bool) -> None:

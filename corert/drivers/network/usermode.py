@@ -87,7 +87,7 @@ def stop_helper(pid: int | None, start: int | None, timeout: float = 3.0) -> Non
     if not process_alive(pid, start):
         _reap(pid)
         return
-    from corert.engine.control import wait_exit
+    from corert.engine.state import wait_exit
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
