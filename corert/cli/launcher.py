@@ -7,7 +7,7 @@ verb. Two costs are cut here:
   site-packages on sys.path itself. If corert is not importable that way (an editable install found
   through a .pth file), it falls back to running `site` first.
 - finding and reading ~45 modules one by one (~2 ms on the OCI `run` path: a directory scan per package,
-  then stat, open, read and close per module). `install` also writes `<script>.bundle`: every corert
+  then stat, open, read and close per module). `install` also writes `<command>.bundle`: every corert
   module compiled once, behind an index. The launcher puts a finder for it first on sys.meta_path; it
   hands out a module's code only while its source file still has the size and mtime it was compiled from
   (the check a .pyc gets), so an edited or reinstalled corert is imported from its files as usual.
@@ -183,10 +183,9 @@ def write_bundle(target: str, package_dir: str) -> int:
 
 
 def install(target: str, paths: list[str] | None = None) -> str:
-    """Replace `target` (pip's console script) with the launcher (0755) and write its bundle next to it.
-
-    With the native front built, `target` becomes a copy of it and the launcher script goes to
-    python_cli_path(target). paths: where corert is installed (default: this interpreter's site-packages).
+    """Replace `target` (pip's console script) with the command (0755): a copy of the native front, whose
+    Python CLI, the launcher script, goes to python_cli_path(target); without the front, the launcher
+    script itself. The bundle goes next to `target` (`<target>.bundle`). paths: where corert is installed (default: this interpreter's site-packages).
     Returns the path of the Python script.
     """
     paths = paths or site_paths()
@@ -200,10 +199,11 @@ def install(target: str, paths: list[str] | None = None) -> str:
             os.unlink(bundle)
         except FileNotFoundError:
             pass
+        bundle = None
     front = os.path.join(package_dir, "cli", NATIVE_FRONT) if package_dir else None
     script = python_cli_path(target) if front and os.path.isfile(front) else target
     os.makedirs(os.path.dirname(script), exist_ok=True)
-    write_atomic(script, launcher_text(bundle if package_dir else None, paths).encode(), 0o755)
+    write_atomic(script, launcher_text(bundle, paths).encode(), 0o755)
     if script != target:
         with open(front, "rb") as f:   # a copy, not a link: the front finds its script beside its own path
             write_atomic(target, f.read(), 0o755)

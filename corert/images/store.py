@@ -131,7 +131,6 @@ class ImageStore:
     # ---- housekeeping ------------------------------------------------------------------------------------
     def _clean_tmp(self) -> None:
         """Remove staging dirs left by processes that died mid-import."""
-
         try:
             entries = os.listdir(self._tmp)
         except FileNotFoundError:
@@ -280,7 +279,6 @@ class ImageStore:
         """Unpack the staged layers, move files into place, then record everything in one transaction."""
         import hashlib
 
-
         self.last_notes = []
         config_bytes = source.config_bytes
         image_id = hashlib.sha256(config_bytes).hexdigest()
@@ -428,7 +426,6 @@ class ImageStore:
             self._gc_locked()
 
     def _gc_locked(self) -> None:
-
         with self._txn():
             dead = [r[0] for r in self.db.execute(
                 "SELECT chain_id FROM layers WHERE chain_id NOT IN (SELECT chain_id FROM image_layers)")]

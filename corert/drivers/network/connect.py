@@ -100,17 +100,15 @@ def disconnect(store, record, network: str) -> None:
                 release_held(data, net, record.id)
 
 
-def release_container(container_id: str) -> list[str]:
-    """Release every lease of a deleted container (its own attachment's is gone already); returns the
-    bridges touched.
+def release_container(container_id: str) -> None:
+    """Release every lease of a deleted container (its own attachment's is gone already).
 
     Each book is locked on its own, never two at once. Books are first read without the lock (atomic
     renames), so a delete only locks the books that name the container."""
-    touched = []
     try:
         bridges = books()
     except OSError:          # no network root we may read (rootless): nothing of ours there
-        return touched
+        return
     for bridge in bridges:
         book = LeaseBook(network_root(), bridge)
         if not held_by(book.read(), container_id):
@@ -119,5 +117,3 @@ def release_container(container_id: str) -> list[str]:
             if "net" not in data:
                 continue
             release_held(data, BridgeNet.from_dict(data["net"]), container_id)
-        touched.append(bridge)
-    return touched

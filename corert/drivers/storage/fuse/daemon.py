@@ -704,7 +704,7 @@ class Overlay(pyfuse3.Operations):
                 if not is_whiteout(st):
                     raise FUSEError(errno.EEXIST)
                 return True
-        if parent.mask & ~1 and self._resolve(rel, parent.mask & ~1) is not None:
+        if parent.mask & ~1 and self._lower_has(parent, rel):
             raise FUSEError(errno.EEXIST)
         return False
 

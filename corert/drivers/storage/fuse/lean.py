@@ -31,24 +31,25 @@ class _Deferred(types.ModuleType):
         if sys.modules.get(name) is self:
             del sys.modules[name]
         real = importlib.import_module(name)  # registers the real module under its name
-        self.__dict__.update(real.__dict__)   # later reads through this placeholder hit the real names
+        self._adopt(real)                     # later reads through this placeholder hit the real names
         return getattr(real, attr)
 
+    def _adopt(self, real: types.ModuleType) -> None:
+        self.__dict__.update(real.__dict__)
 
-class _Partial(types.ModuleType):
+
+class _Partial(_Deferred):
     """Stands in for a module with part of its names; the first other public name read imports the real
-    module, whose names it then carries too (as _Deferred does)."""
+    module, whose names it then carries too (keeping its own dunders: its spec and path stay trio's)."""
 
     def __getattr__(self, attr: str):  # type: ignore[no-untyped-def]
         if attr.startswith("_"):
             # dunders, and submodules: `from .. import _core` while trio._core imports must find none here
             raise AttributeError(attr)
-        name = self.__name__
-        if sys.modules.get(name) is self:
-            del sys.modules[name]
-        real = importlib.import_module(name)
+        return super().__getattr__(attr)
+
+    def _adopt(self, real: types.ModuleType) -> None:
         self.__dict__.update((k, v) for k, v in real.__dict__.items() if not k.startswith("__"))
-        return getattr(real, attr)
 
 
 # The trio modules that define everything the daemon and pyfuse3 use: run, nurseries, Lock, the signal
