@@ -179,6 +179,12 @@ def set_args(bundle: Path, *args: str, **process) -> dict:
     return config
 
 
+def proc_status_field(pid: int, name: str) -> str:
+    """One field of /proc/<pid>/status ("SigCgt", "NoNewPrivs", ...), as the kernel prints it."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(line.split(":", 1)[1].strip() for line in f if line.startswith(name + ":"))
+
+
 def status(cli, cid: str) -> str | None:  # noqa: ANN001 - a Cli
     """The container's status from `state`, None while it has none."""
     r = cli("state", cid)

@@ -18,7 +18,7 @@ import pytest
 
 from cgroupkit import cgroup_dir
 from engines.enginekit import CTR_NAMESPACE, RUNTIMES, Containerd, mounts_under, remove_cgroup_tree, run_in_pty
-from support import wait_for
+from support import proc_status_field, wait_for
 
 pytestmark = [
     pytest.mark.engines,
@@ -142,8 +142,7 @@ def test_detached_task_exec_pause_signals_delete(ctr):
     ctr("task", "pause", "k2")
     assert ctr.task_status("k2") == "PAUSED"
     freezer = cgroup_dir(pid, "freezer")
-    if freezer:
-        assert Path(freezer, "freezer.state").read_text().strip() == "FROZEN"
+    assert freezer and Path(freezer, "freezer.state").read_text().strip() == "FROZEN"
     ctr("task", "resume", "k2")
     assert ctr.task_status("k2") == "RUNNING"
 
@@ -156,8 +155,7 @@ def test_detached_task_exec_pause_signals_delete(ctr):
                              "k2"], input=json.dumps({"memory": {"limit": 48 << 20}}), capture_output=True,
                             text=True, env={}, timeout=60)
     assert update.returncode == 0, update.stderr
-    if memory:
-        assert Path(memory, "memory.limit_in_bytes").read_text().strip() == str(48 << 20)
+    assert memory and Path(memory, "memory.limit_in_bytes").read_text().strip() == str(48 << 20)
 
     ctr("task", "kill", "--signal", "SIGUSR1", "k2")
     wait_for(lambda: "got-usr1" in ctr("task", "exec", "--exec-id", "e5", "k2", "cat", "/tmp/events",
@@ -204,7 +202,6 @@ def test_joined_network_namespace(ctr):
 def _parent(pid: int) -> int | None:
     """PPid of a live process, None once it is gone."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("PPid:"))
+        return int(proc_status_field(pid, "PPid"))
     except FileNotFoundError:
         return None

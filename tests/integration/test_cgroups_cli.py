@@ -15,7 +15,7 @@ import pytest
 
 from corert.drivers import cgroups
 from cgroupkit import cgroup_dir, kv, read, wait_until
-from support import proc_stat, read_config, write_config
+from support import proc_stat, read_config, status, write_config
 
 MiB = 1 << 20
 BUSY = ["sh", "-c", "while :; do :; done"]
@@ -39,10 +39,6 @@ def configure(bundle: Path, args: list[str], resources: dict) -> None:
 def start_detached(corert, bundle: Path, cid: str) -> int:
     corert("run", "-d", "--bundle", str(bundle), cid, check=True)
     return json.loads(corert("state", cid, check=True).stdout)["pid"]
-
-
-def status(corert, cid: str) -> str:
-    return json.loads(corert("state", cid, check=True).stdout)["status"]
 
 
 def cpu_ticks(pid: int) -> int:

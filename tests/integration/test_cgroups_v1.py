@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from corert import mountinfo
 from corert.drivers import cgroups
 from corert.drivers.cgroups import _util
 from corert.drivers.cgroups import v1 as v1mod
@@ -96,7 +97,11 @@ def test_create_places_and_writes_limits(make) -> None:
         # Every hierarchy but the hybrid host's cgroup2 dir (kept for PSI only) is mounted in the container.
         state = h.state()
         assert len(mounts) == len(state["dirs"]) and "unified" not in mounts
-        assert state["unified"] is None or state["unified"] not in mounts.values()
+        # A hybrid host (cgroup2 mounted beside the v1 hierarchies) gives it one for PSI; a pure v1 host none.
+        hybrid = any(m.fstype == "cgroup2" for m in mountinfo.read())
+        assert (state["unified"] is not None) == hybrid
+        if hybrid:
+            assert os.path.isdir(state["unified"]) and state["unified"] not in mounts.values()
     finally:
         reap(proc)
 

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -34,7 +33,7 @@ class FuseFront(Front):
 def front(tmp_path):
     f = FuseFront(tmp_path, storage_from_env=True)
     yield f
-    f.cli.cleanup()
+    f.cleanup()
     containers = tmp_path / "data" / "containers"
     assert not containers.exists() or list(containers.iterdir()) == []
 
@@ -50,7 +49,7 @@ def test_daemon_killed_mid_write_gives_errors_not_a_hang(front):
     assert r.returncode == 0, r.stderr
     daemon = front.record("w")["storage"]["pid"]
     wait_for(lambda: os.path.exists(f"/proc/{daemon}"), "the daemon")
-    time.sleep(0.3)                       # let the writer get going
+    wait_for(lambda: front("exec", "w", "test", "-s", "/data.txt").returncode == 0, "the writer to write")
     os.kill(daemon, signal.SIGKILL)
     # The writer's next write fails (ENOTCONN/EIO) and it exits 9: it must not hang in D state.
     pid = front.record("w")["pid"]

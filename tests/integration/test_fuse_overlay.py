@@ -24,7 +24,7 @@ HOST_ABSENT = "/corert-test-absent/target"
 from corert.drivers.storage.fuse import FuseOverlayDriver
 from corert.drivers.storage.fuse.driver import fuse_mount_at
 from corert.errors import ResourceError
-from support import exited, make_test_user, remove_test_user, run_as_user, wait_for
+from support import exited, make_test_user, proc_status_field, remove_test_user, run_as_user, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/fuse"),
                                 reason="needs root and /dev/fuse")
@@ -652,8 +652,7 @@ def test_rootless_daemon(rootless_user) -> None:
                     "--work", str(base / "work"), "--lower", str(l1), "--lower", str(l2), str(merged))
         assert "ok " in r.stdout, r.stdout + r.stderr
         pid = int(r.stdout.split("ok ")[1].split()[0])
-        with open(f"/proc/{pid}/status") as f:
-            assert any(line.split()[1:2] == [str(uid)] for line in f if line.startswith("Uid:"))
+        assert proc_status_field(pid, "Uid").split()[0] == str(uid)   # real uid
         assert as_user("cat", f"{merged}/a").stdout == "a1\n"
         assert as_user("ls", f"{merged}/dir").stdout.split() == ["new"]
         assert as_user("ls", str(merged)).stdout.split() == ["a", "dir"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CORERT, Cli, Front, http_get
+from support import CORERT, Cli, Front, http_get, links
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the bridge driver needs root")
 
@@ -29,8 +29,7 @@ HTTPD = "mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 80 -
 def _host_net() -> dict:
     def out(*cmd: str) -> str:
         return subprocess.run(cmd, capture_output=True, text=True).stdout
-    links = sorted(line.split(": ")[1].split("@")[0] for line in out("ip", "-o", "link").splitlines())
-    return {"links": links, "routes": out("ip", "route"), "rules": out("nft", "list", "ruleset"),
+    return {"links": sorted(links()), "routes": out("ip", "route"), "rules": out("nft", "list", "ruleset"),
             "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text()}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support import exited, poll, read_config, set_args, status, wait_for, write_config
+from support import exited, poll, proc_status_field, read_config, set_args, status, wait_for, write_config
 
 PROBE = ("echo host=$(hostname); id; echo pid=$$; pwd; grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status;"
          " env | sort | grep -v '^HOSTNAME'; cut -d' ' -f2,3 /proc/self/mounts | sort")
@@ -73,10 +73,10 @@ def test_kill_by_name_and_number_and_stopped(corert, bundle):
     set_args(bundle, "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done")
     corert("run", "-d", "--bundle", str(bundle), "k", check=True)
     pid = json.loads(corert("state", "k").stdout)["pid"]
-    time.sleep(0.2)   # let the shell install its trap
+    wait_for(lambda: int(proc_status_field(pid, "SigCgt"), 16) & (1 << (15 - 1)), "the shell's TERM trap")
     corert("kill", "k", "15", check=True)
     wait_for(lambda: exited(pid), "the shell to exit", timeout=5, interval=0.02)
-    time.sleep(0.05)
+    wait_for(lambda: status(corert, "k") == "stopped", "the container to stop", interval=0.02)
     r = corert("kill", "k", "SIGKILL")
     assert r.returncode == 1 and "not running" in r.stderr
     corert("delete", "k", check=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Front, bundle_config, http_get, links, make_busybox_rootfs, wait_for, write_config
+from support import Front, http_get, links, set_args, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="user-defined networks need root")
 
@@ -185,13 +185,11 @@ def test_rm_releases_every_interface(front):
     assert not any(link.startswith(("vc", "veth" + cid[:7])) for link in links())
 
 
-def test_oci_delete_releases_a_connected_container(front, tmp_path):
+def test_oci_delete_releases_a_connected_container(front, bundle):
     """A container made with the OCI verbs (its own netns from config.json) can be connected; `corert
     delete` then releases that lease and the network's bridge, as `rm` does for the front door's."""
     net = front.network("ocinet")
-    bundle = tmp_path / "bundle"
-    make_busybox_rootfs(bundle / "rootfs")
-    write_config(bundle, bundle_config(bundle / "rootfs", args=("sleep", "600")))
+    set_args(bundle, "sleep", "600")
     r = front("create", "--bundle", str(bundle), "oci1")
     assert r.returncode == 0, r.stderr
     front.ok("network", "connect", "ocinet", "oci1")

@@ -57,7 +57,7 @@ def test_published_port_answers_on_host_loopback(user, tun_open, net, port):
         assert body == f"hello-{net}"
         e = as_user(user, "exec", f"web-{net}", "sh", "-c", "ip -o link | cut -d: -f2; cat /etc/hostname")
         assert e.returncode == 0, e.stderr
-        assert len(helpers_of(user)) == 1
+        assert len(user_processes(user.pw_uid, only=("slirp4netns", "pasta"))) == 1   # no settle: it must live
     finally:
         assert as_user(user, "rm", "-f", f"web-{net}").returncode == 0
     assert helpers_of(user) == []

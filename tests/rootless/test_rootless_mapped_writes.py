@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import as_user, make_test_user, remove_test_user
+from support import as_user, make_tar, make_test_user, remove_test_user
 
 USER = "corert-mapped"
 SUBUID_START = 600000
@@ -78,19 +78,9 @@ def test_build_add_writes_into_an_unpacked_dir_of_another_owner(clean_user, cont
     """One ADD that unpacks a tar giving /d/x to uid 1000 and then copies a context dir into /d: the copy
     writes into /d/x (on the host: a subordinate id's dir) and replaces the tar's /d/x/f, in the same step.
     (The WORKDIR before it makes its dir in the user namespace too.)"""
-    import io
-    import tarfile
-
-    with tarfile.open(context / "app.tar", "w") as tf:
-        for name, data in (("x/", None), ("x/f", b"from tar\n"), ("x/keep", b"kept\n")):
-            info = tarfile.TarInfo(name)
-            info.uid = info.gid = 1000
-            if data is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tf.addfile(info)
-            else:
-                info.size, info.mode = len(data), 0o644
-                tf.addfile(info, io.BytesIO(data))
+    owner = {"uid": 1000, "gid": 1000}
+    (context / "app.tar").write_bytes(make_tar([("dir", "x", owner), ("file", "x/f", {**owner, "data": b"from tar\n"}),
+                                                ("file", "x/keep", {**owner, "data": b"kept\n"})]))
     (context / "tree" / "x").mkdir(parents=True)
     (context / "tree" / "x" / "f").write_text("from context\n")
     (context / "tree" / "x" / "extra").write_text("extra\n")

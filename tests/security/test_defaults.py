@@ -7,7 +7,6 @@ the same image exported by corert is the oracle for the comparison test.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -89,7 +88,7 @@ def test_security_opt_seccomp_file(sh, tmp_path):
                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(profile))
-    r = sh(f"grep ^Seccomp: /proc/self/status; mkdir /tmp/d && echo made; ls /bin/busybox",
+    r = sh("grep ^Seccomp: /proc/self/status; mkdir /tmp/d && echo made; ls /bin/busybox",
            opts=("--security-opt", f"seccomp={path}"))
     assert "Seccomp:\t2" in r.stdout
     assert "made" not in r.stdout and "Operation not permitted" in r.stderr

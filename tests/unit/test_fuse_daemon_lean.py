@@ -7,14 +7,10 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from importlib.util import find_spec
 
 import pytest
 
 from corert.drivers.storage.fuse.__main__ import _parse
-
-needs_pyfuse3 = pytest.mark.skipif(find_spec("pyfuse3") is None, reason="the daemon's dependencies")
-
 
 def modules_after(code: str) -> set[str]:
     """sys.modules of a fresh `python -P` after code, which is run in it."""
@@ -23,7 +19,6 @@ def modules_after(code: str) -> set[str]:
     return set(ast.literal_eval(out.strip().splitlines()[-1]))
 
 
-@needs_pyfuse3
 def test_daemon_imports_neither_the_driver_nor_the_whole_trio_api() -> None:
     # what `python -m corert.drivers.storage.fuse` loads before it serves
     modules = modules_after("from corert.drivers.storage.fuse import __main__\n"
@@ -34,7 +29,6 @@ def test_daemon_imports_neither_the_driver_nor_the_whole_trio_api() -> None:
     assert not modules & unwanted
 
 
-@needs_pyfuse3
 def test_slim_trio_gives_the_rest_of_trio_on_first_use() -> None:
     modules = modules_after(
         "from corert.drivers.storage.fuse import lean\n"

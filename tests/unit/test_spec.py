@@ -20,6 +20,7 @@ from corert.spec.load import ioprio_value, load_config, validate, validate_proce
 from corert.spec.mountopts import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
                                    MS_SHARED, MS_SLAVE, MS_STRICTATIME, MS_RELATIME, NAMESPACE_FLAGS,
                                    parse_mount_options)
+from support import proc_status_field
 
 REFERENCE = Path("/work/shared/reference/engine-argv/runc-spec-config.json")
 RUNC = shutil.which("runc") or ("/usr/sbin/runc" if os.path.exists("/usr/sbin/runc") else None)
@@ -591,8 +592,7 @@ def test_capability_table():
 
 def test_capability_numbers_match_kernel_status():
     # The bounding set of this (root) test process, as the kernel reports it, decodes to known names.
-    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("CapBnd:"))
-    bnd = int(line.split()[1], 16)
+    bnd = int(proc_status_field(os.getpid(), "CapBnd"), 16)
     last = kernel_cap_last_cap()
     if os.geteuid() == 0 and bnd == (1 << (last + 1)) - 1:
         assert caps_to_mask(capabilities.ALL_CAPABILITIES, "x") == bnd & ((1 << 41) - 1)
