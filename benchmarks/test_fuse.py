@@ -29,9 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from corert import mountinfo
 from corert.drivers.storage import get_driver
-from corert.drivers.storage.base import unmount
+from corert.drivers.storage.base import is_mounted, unmount
 from corert.errors import ResourceError
 
 ROUNDS = int(os.environ.get("BENCH_FUSE_ROUNDS") or min(int(os.environ.get("BENCH_ROUNDS", "3")), 5))
@@ -146,7 +145,7 @@ class Mount:
             time.sleep(0.01)
 
     def _mounted(self) -> bool:
-        return any(m.mount_point == str(self.rootfs) for m in mountinfo.read())
+        return is_mounted(self.rootfs)
 
     def close(self) -> None:
         """Unmount and undo everything, moving the upper dir into the trash rather than deleting it."""
@@ -309,6 +308,7 @@ def test_fuse(benchmark, mounts: Mounts, layer_stack: dict, workload: str, cache
     def fresh():   # untimed: the previous round's mount goes, a new one comes
         if state["mount"] is not None:
             mounts.close(state["mount"])
+        os.sync()   # what earlier rounds and backends left dirty is written back before this one is timed
         state["mount"] = mounts.open(backend, workload in VOLATILE)
         return (state["mount"].rootfs, layer_stack, next_round()), {}
 
@@ -321,6 +321,7 @@ def test_fuse(benchmark, mounts: Mounts, layer_stack: dict, workload: str, cache
     else:
         m = mounts.open(backend, workload in VOLATILE)
         fn(m.rootfs, layer_stack, 0)   # untimed warm-up on the same mount
+        os.sync()
         benchmark.pedantic(lambda: fn(m.rootfs, layer_stack, next_round()), rounds=ROUNDS, iterations=1)
         state["mount"] = m
     m = state["mount"]
